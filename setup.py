@@ -1,0 +1,37 @@
+"""ss4d: native 4D generation (SS4D) on a TRELLIS-compatible 3D core (trellis_ext)."""
+from setuptools import find_packages, setup
+
+CORE = [
+    "numpy>=1.24",
+    "safetensors>=0.4",
+    "tqdm>=4.60",
+    "einops>=0.7",
+    "plyfile>=1.0",
+    "imageio>=2.30",
+    "imageio-ffmpeg>=0.4",
+    "pillow>=9",
+    "trimesh>=4",
+    "scipy>=1.10",
+]
+
+EXTRAS = {
+    # GPU backends; installed only on machines with CUDA (see Makefile). spconv-cu120 has no
+    # Python 3.12 wheel, spconv-cu126 does. flash-attn has no wheel on PyPI, so it is not listed.
+    "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging"],
+    "dev": ["pytest>=7", "pytest-timeout"],
+    "pipeline": ["transformers>=4.40", "accelerate>=0.30"],
+}
+
+setup(
+    name="ss4d",
+    version="0.1.0",
+    description="SS4D: native 4D generation via structured spacetime latents, on a TRELLIS-compatible core",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ss4d", "ss4d.*", "trellis_ext", "trellis_ext.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.1"] + CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": []},
+    license="MIT",
+)

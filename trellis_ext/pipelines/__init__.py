@@ -1,0 +1,4 @@
+"""Samplers and the 3D image-to-3D pipeline."""
+from .base import PipelineLoadError, read_pipeline_json
+from .image_to_3d import ImageTo3DPipeline, ImageTo3DResult
+from .samplers import FlowEulerCfgSampler, FlowEulerGuidanceIntervalSampler, FlowEulerSampler, time_grid

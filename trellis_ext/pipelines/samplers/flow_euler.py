@@ -1,0 +1,126 @@
+"""Flow-matching Euler samplers (TRELLIS's definitions).
+
+Convention: x_t = (1 - t)·x_0 + (σ_min + (1 - σ_min)·t)·ε, t ∈ [0, 1] with t = 1 pure noise; the
+model predicts v and is called with ``1000·t``. The time grid is linspace(1, 0, steps + 1) warped
+by t' = s·t / (1 + (s - 1)·t) (s = ``rescale_t``; s > 1 spends more steps near noise). One Euler
+step: x_{t_prev} = x_t - (t - t_prev)·v.
+
+Classifier-free guidance: v = (1 + w)·v(cond) - w·v(neg_cond). With a guidance interval
+[lo, hi], guidance applies only when lo <= t <= hi (the conditional prediction otherwise).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
+           "time_grid", "SAMPLERS"]
+
+TIMESTEP_SCALE = 1000.0  # the models take t in [0, 1000]
+
+
+@dataclass
+class SamplerOutput:
+    """``samples``: the final x_0; ``pred_x_t[i]``: x after step i; ``pred_x_0[i]``: the x_0
+    estimate at step i."""
+    samples: Any
+    pred_x_t: List[Any] = field(default_factory=list)
+    pred_x_0: List[Any] = field(default_factory=list)
+
+
+def time_grid(steps: int, rescale_t: float = 1.0) -> List[Tuple[float, float]]:
+    """[(t, t_prev)] pairs from 1 to 0 after the ``rescale_t`` warp."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if rescale_t <= 0:
+        raise ValueError(f"rescale_t must be > 0, got {rescale_t}")
+    t = np.linspace(1, 0, steps + 1)
+    t = rescale_t * t / (1 + (rescale_t - 1) * t)
+    return [(float(t[i]), float(t[i + 1])) for i in range(steps)]
+
+
+def _batch_size(x) -> int:
+    return x.shape[0]
+
+
+class FlowEulerSampler:
+    """Plain Euler integration of the learned velocity field (no guidance)."""
+
+    def __init__(self, sigma_min: float = 1e-5):
+        self.sigma_min = sigma_min
+
+    # ---- conversions -----------------------------------------------------------------
+    def v_to_x0(self, x_t, t: float, v):
+        """x_0 = (1 - σ)·x_t - (σ + (1 - σ)·t)·v."""
+        s = self.sigma_min
+        return (1 - s) * x_t - (s + (1 - s) * t) * v
+
+    # ---- model call ------------------------------------------------------------------
+    def _call(self, model: Callable, x_t, t: float, cond, **kwargs):
+        tt = torch.full((_batch_size(x_t),), TIMESTEP_SCALE * t, dtype=torch.float32, device=_device(x_t))
+        if cond is not None and isinstance(cond, torch.Tensor) and cond.shape[0] == 1 and _batch_size(x_t) > 1:
+            cond = cond.expand(_batch_size(x_t), *cond.shape[1:])
+        return model(x_t, tt, cond, **kwargs)
+
+    def predict_velocity(self, model, x_t, t: float, cond, **kwargs):
+        return self._call(model, x_t, t, cond, **kwargs)
+
+    # ---- loop ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, model: Callable, noise, cond=None, steps: int = 50, rescale_t: float = 1.0,
+               verbose: bool = False, callback: Optional[Callable[[int, Any], None]] = None, **kwargs) -> SamplerOutput:
+        """Integrate from ``noise`` (t = 1) to t = 0.
+
+        Extra ``kwargs`` (neg_cond, cfg_strength, cfg_interval, model kwargs like num_frames) go to
+        ``predict_velocity``. ``verbose`` shows a tqdm bar; ``callback(i, x)`` runs after each step.
+        """
+        from tqdm.auto import tqdm
+
+        x = noise
+        out = SamplerOutput(samples=None)
+        for i, (t, t_prev) in enumerate(tqdm(time_grid(steps, rescale_t), desc="Sampling", disable=not verbose)):
+            v = self.predict_velocity(model, x, t, cond, **kwargs)
+            out.pred_x_0.append(self.v_to_x0(x, t, v))
+            x = x - (t - t_prev) * v
+            out.pred_x_t.append(x)
+            if callback is not None:
+                callback(i, x)
+        out.samples = x
+        return out
+
+
+class FlowEulerCfgSampler(FlowEulerSampler):
+    """Euler sampler with classifier-free guidance at every step."""
+
+    def predict_velocity(self, model, x_t, t: float, cond, neg_cond=None, cfg_strength: float = 3.0,
+                         **kwargs):
+        if neg_cond is None or cfg_strength == 0:
+            return self._call(model, x_t, t, cond, **kwargs)
+        pos = self._call(model, x_t, t, cond, **kwargs)
+        neg = self._call(model, x_t, t, neg_cond, **kwargs)
+        return (1 + cfg_strength) * pos - cfg_strength * neg
+
+
+class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
+    """CFG only while ``cfg_interval[0] <= t <= cfg_interval[1]``."""
+
+    def predict_velocity(self, model, x_t, t: float, cond, neg_cond=None, cfg_strength: float = 3.0,
+                         cfg_interval: Sequence[float] = (0.0, 1.0), **kwargs):
+        lo, hi = cfg_interval
+        if lo <= t <= hi:
+            return super().predict_velocity(model, x_t, t, cond, neg_cond, cfg_strength, **kwargs)
+        return self._call(model, x_t, t, cond, **kwargs)
+
+
+def _device(x):
+    return x.device if hasattr(x, "device") else torch.device("cpu")
+
+
+SAMPLERS = {
+    "FlowEulerSampler": FlowEulerSampler,
+    "FlowEulerCfgSampler": FlowEulerCfgSampler,
+    "FlowEulerGuidanceIntervalSampler": FlowEulerGuidanceIntervalSampler,
+}
