@@ -10,7 +10,6 @@ seen by TRELLIS's default orbit camera (r = 2, fov 40 deg) at the chosen resolut
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch

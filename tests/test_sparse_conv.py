@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trellis_ext.sparse import SparseTensor
+from trellis_ext.sparse import SparseDownsample, SparseSiLU, SparseTensor, SparseUpsample
 from trellis_ext.sparse.conv import backends
 from trellis_ext.sparse.conv import (
     BACKEND_ENV,
@@ -24,6 +24,7 @@ from trellis_ext.sparse.conv import (
     SparseConv3d,
     available_backends,
     build_neighbor_map,
+    cached_neighbor_map,
     decode_keys,
     encode_keys,
     get_neighbor_map,
@@ -237,18 +238,43 @@ def test_state_dict_layout_and_errors():
         conv(random_sparse([5], grid=3, channels=7, dtype=torch.float32))
 
 
-def test_neighbor_map_cached_and_reused():
+def test_neighbor_map_cached_and_reused(monkeypatch):
+    calls = []
+    real_build = backends.build_neighbor_map
+    monkeypatch.setattr(backends, "build_neighbor_map", lambda *a: calls.append(1) or real_build(*a))
     x = random_sparse([40, 30], grid=5, channels=4, dtype=torch.float32)
     c1, c2 = SparseConv3d(4, 4, 3), SparseConv3d(4, 4, 3)
-    h = c2(c1(x))
-    cached = [v for k, v in x.get_spatial_cache().items() if k.startswith("subm_neighbor_map")]
-    assert len(cached) == 1  # one map for both convs (and for h, which shares the cache)
-    assert get_neighbor_map(h, (3, 3, 3), (1, 1, 1)) is cached[0]
+    h = c2(SparseSiLU()(c1(x)))
+    assert len(calls) == 1  # one build for both convs (h shares x's cache through replace())
+    nm = get_neighbor_map(h, (3, 3, 3), (1, 1, 1))
+    assert get_neighbor_map(x, (3, 3, 3), (1, 1, 1)) is nm and len(calls) == 1
+    get_neighbor_map(x, (3, 3, 3), (2, 2, 2))
+    assert len(calls) == 2  # another dilation is another map
     # a tensor with other coords that (wrongly) shares the cache gets a rebuilt map
     moved = SparseTensor(x.feats, x.coords + torch.tensor([0, 1, 0, 0], dtype=torch.int32),
                          spatial_cache=x._spatial_cache)
-    nm = get_neighbor_map(moved, (3, 3, 3), (1, 1, 1))
-    assert nm is not cached[0] and nm.matches(moved.coords)
+    nm2 = get_neighbor_map(moved, (3, 3, 3), (1, 1, 1))
+    assert nm2 is not nm and nm2.matches(moved.coords) and len(calls) == 3
+    # down -> up restores the fine coords object, so the fine map is reused
+    up = SparseUpsample(2)(SparseDownsample(2)(x))
+    assert get_neighbor_map(up, (3, 3, 3), (1, 1, 1)) is get_neighbor_map(x, (3, 3, 3), (1, 1, 1))
+
+
+def test_cached_neighbor_map_with_derived_keys():
+    """A temporal (3,1,1,1) map over (sample, t, x, y, z) keys from folded batch = b*T + t."""
+    frames = 3
+    x = random_sparse([20, 20, 20, 20, 20, 20], grid=3, channels=1, dtype=torch.float32)
+
+    def unfold(coords):
+        b = coords[:, :1].long()
+        return torch.cat([b // frames, b % frames, coords[:, 1:].long()], 1)
+
+    offs = pad_offsets(kernel_offsets((3, 1, 1, 1)))
+    nm = cached_neighbor_map(x, "temporal_3", offs, unfold)
+    assert cached_neighbor_map(x, "temporal_3", offs, unfold) is nm
+    assert torch.equal(nm.table, brute_neighbors(unfold(x.coords), offs))
+    t = unfold(x.coords)[:, 1]
+    assert (nm.table[t == 0, 0] == MISSING).all() and (nm.table[t == frames - 1, 2] == MISSING).all()
 
 
 def test_backend_selection(monkeypatch):
@@ -309,8 +335,6 @@ def _conv(W, prefix, x, k=3):
 
 def _slat_res_block(W, prefix, x, t_emb, updown=None, mean_mode="trellis"):
     """SLat-flow res-block from its documented structure (trellis.md section 2.6)."""
-    from trellis_ext.sparse import SparseDownsample, SparseUpsample
-
     eps = 1e-6
     if updown == "down":
         x = SparseDownsample(2, mean_mode=mean_mode)(x)

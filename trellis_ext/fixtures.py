@@ -26,7 +26,7 @@ from .sparse import SparseTensor
 
 __all__ = ["FixtureModel", "discover_models", "discover_manifests", "assemble_inputs", "flatten_outputs",
            "RUNNERS", "register_runner", "run_case", "compare_tensors", "capture_intermediates",
-           "manifest_entries"]
+           "manifest_entries", "check_manifest"]
 
 INPUTS, OUTPUTS, INTERMEDIATES = "inputs.safetensors", "outputs.safetensors", "intermediates.safetensors"
 SPARSE_PARTS = ("coords", "feats")
@@ -80,6 +80,25 @@ def discover_manifests(root: Path) -> List[Path]:
 
 def manifest_entries(manifest: Dict[str, Any]) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     return {k: (tuple(v["shape"]), v["dtype"]) for k, v in manifest["state_dict"].items()}
+
+
+DTYPE_NAMES = {torch.float16: "F16", torch.float32: "F32", torch.bfloat16: "BF16"}
+
+
+def check_manifest(manifest_path: Path, config: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Build ``config`` (default: the manifest's ``checkpoint_json``) on the meta device and list
+    every key / shape / dtype difference from the manifest's state dict (empty = identical)."""
+    from .models.checkpoint import build_model
+
+    manifest = json.loads(Path(manifest_path).read_text())
+    with torch.device("meta"):
+        model = build_model(config or manifest["checkpoint_json"], source=str(manifest_path))
+    got = {k: (tuple(v.shape), DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in model.state_dict().items()}
+    want = manifest_entries(manifest)
+    problems = [f"missing key {k}" for k in sorted(set(want) - set(got))]
+    problems += [f"unexpected key {k}" for k in sorted(set(got) - set(want))]
+    problems += [f"{k}: built {got[k]} vs manifest {want[k]}" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
+    return problems
 
 
 # ---------------------------------------------------------------------------- inputs / outputs

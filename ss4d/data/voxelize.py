@@ -147,3 +147,17 @@ def load_voxels(path: str | Path) -> tuple[np.ndarray, int]:
     """(int64 [N, 3] indices, resolution) from :func:`save_voxels` output."""
     with np.load(path) as z:
         return z["indices"].astype(np.int64), int(z["resolution"])
+
+
+_CUBE_CORNERS = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float64)
+_CUBE_TRIANGLES = np.array([  # corner index = 4x + 2y + z; two triangles per face
+    [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+    [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.int64)
+
+
+def voxels_to_mesh(indices: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Closed cube mesh of the voxels (for silhouettes / debugging): vertices [8N, 3], faces [12N, 3]."""
+    idx = np.asarray(indices, np.float64).reshape(-1, 3)
+    verts = ((idx[:, None, :] + _CUBE_CORNERS[None]) / resolution - 0.5).reshape(-1, 3)
+    faces = (_CUBE_TRIANGLES[None] + 8 * np.arange(len(idx))[:, None, None]).reshape(-1, 3)
+    return verts, faces

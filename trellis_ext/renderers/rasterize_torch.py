@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -63,6 +63,8 @@ MIN_DET_RATIO = 1e-12
 #: Pixels added to each tile bounding box so float rounding of the box never drops a pixel
 #: that passes the alpha threshold (extra pairs are harmless: they are tested per pixel).
 BBOX_MARGIN_PX = 1e-2
+#: Alpha floor when normalising accumulated depth (expected depth is 0 where nothing is drawn).
+DEPTH_ALPHA_FLOOR = 1e-10
 #: Number of (tile, Gaussian, pixel) elements processed per batch in :func:`rasterize_tiles`.
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 #: Gaussians per tile composited per step of :func:`rasterize_tiles` (tiles whose pixels have
@@ -223,7 +225,7 @@ def _finish(acc: torch.Tensor, t_kept: torch.Tensor, background: torch.Tensor):
     """acc [..., C+1] (colours, depth), t_kept [...] -> rgb [..., C], alpha [...], depth [...]."""
     alpha = 1 - t_kept
     rgb = acc[..., :-1] + t_kept[..., None] * background
-    depth = acc[..., -1] / alpha.clamp_min(1e-10)
+    depth = acc[..., -1] / alpha.clamp_min(DEPTH_ALPHA_FLOOR)
     return rgb, alpha, depth
 
 

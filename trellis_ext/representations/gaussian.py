@@ -31,7 +31,6 @@ Unlike TRELLIS, nothing here requires CUDA: every tensor lives on ``device`` (de
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import warnings

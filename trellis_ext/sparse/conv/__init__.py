@@ -6,13 +6,16 @@
   :func:`select_backend` (``SPARSE_CONV_BACKEND=auto|torch|spconv``).
 * Generic N-D core for other kernels/key layouts (e.g. the 4D convs over (sample, t, x, y, z)):
   :func:`kernel_offsets`, :func:`pad_offsets`, :func:`build_neighbor_map`,
-  :func:`submanifold_conv`, :class:`NeighborMap`, :func:`encode_keys` / :func:`decode_keys`.
+  :func:`submanifold_conv`, :class:`NeighborMap`, :func:`encode_keys` / :func:`decode_keys`, and
+  :func:`cached_neighbor_map` (a map over any key layout derived from a tensor's coords, cached
+  on its spatial cache).
 """
 from .backends import (
     BACKEND_CHOICES,
     BACKEND_ENV,
     CONV_BACKENDS,
     available_backends,
+    cached_neighbor_map,
     get_neighbor_map,
     select_backend,
     spconv_available,
@@ -34,7 +37,7 @@ from .functional import (
 __all__ = [
     "SparseConv3d", "SubMConvWeights", "subm_conv3d",
     "BACKEND_ENV", "BACKEND_CHOICES", "CONV_BACKENDS", "select_backend", "available_backends",
-    "spconv_available", "get_neighbor_map",
+    "spconv_available", "get_neighbor_map", "cached_neighbor_map",
     "MISSING", "KeySpec", "NeighborMap", "kernel_offsets", "pad_offsets", "encode_keys",
     "decode_keys", "build_neighbor_map", "submanifold_conv",
 ]

@@ -9,7 +9,7 @@ Backends (same inputs, same result up to float rounding):
 
 Selection per call (:func:`select_backend`): the ``backend`` argument if given, else the
 environment variable ``SPARSE_CONV_BACKEND`` (read at every call) in
-``auto | torch | spconv``; ``auto`` = spconv iff the features are on CUDA and
+``auto | torch | spconv``; ``auto`` = spconv iff the features are on CUDA, float32/float16 and
 ``spconv.pytorch`` imports. Asking for ``spconv`` on a CPU tensor falls back to ``torch`` with a
 one-time warning; asking for it on CUDA without spconv installed raises ``ImportError``.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -37,6 +37,7 @@ __all__ = [
     "available_backends",
     "subm_conv3d",
     "get_neighbor_map",
+    "cached_neighbor_map",
 ]
 
 BACKEND_ENV = "SPARSE_CONV_BACKEND"
@@ -46,6 +47,9 @@ SPCONV_ALGO_ENV = "SPCONV_ALGO"
 
 NUM_BATCH_COLUMNS = 1
 """coords columns before the spatial axes (the batch column)."""
+
+SPCONV_AUTO_DTYPES = (torch.float32, torch.float16)
+"""Feature dtypes for which ``auto`` picks spconv on CUDA (others use the torch backend)."""
 
 _NEIGHBOR_CACHE_PREFIX = "subm_neighbor_map"
 _SPCONV_INDICE_CACHE = "spconv_indice_dict"
@@ -75,8 +79,15 @@ def _warn_spconv_on_cpu() -> None:
     )
 
 
-def select_backend(device: torch.device, backend: Optional[str] = None) -> str:
-    """Backend name for features on ``device``: ``'torch'`` or ``'spconv'`` (see module doc)."""
+def select_backend(device: torch.device, backend: Optional[str] = None,
+                   dtype: Optional[torch.dtype] = None) -> str:
+    """Backend name (``'torch'`` or ``'spconv'``) for features on ``device`` (see module doc).
+
+    Args:
+        device: where the features live.
+        backend: explicit choice (``auto|torch|spconv``); default: ``$SPARSE_CONV_BACKEND``.
+        dtype: feature dtype; ``auto`` keeps dtypes outside ``SPCONV_AUTO_DTYPES`` on torch.
+    """
     choice = (backend or os.environ.get(BACKEND_ENV, "auto") or "auto").strip().lower()
     if choice not in BACKEND_CHOICES:
         raise ValueError(f"{BACKEND_ENV} must be one of {BACKEND_CHOICES}; got {choice!r}")
@@ -84,7 +95,8 @@ def select_backend(device: torch.device, backend: Optional[str] = None) -> str:
     if choice == "torch":
         return "torch"
     if choice == "auto":
-        return "spconv" if on_cuda and spconv_available() else "torch"
+        dtype_ok = dtype is None or dtype in SPCONV_AUTO_DTYPES
+        return "spconv" if on_cuda and dtype_ok and spconv_available() else "torch"
     # explicit spconv
     if not on_cuda:
         _warn_spconv_on_cpu()
@@ -106,6 +118,58 @@ def available_backends(device: torch.device) -> Tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------ torch backend
+def _cache_get(x: SparseTensor, key: str) -> Any:
+    """A value cached by :func:`_cache_put` for coords equal to ``x.coords``, else None."""
+    entry = x.get_spatial_cache(key)
+    if isinstance(entry, _CoordsEntry) and (
+        entry.coords is x.coords
+        or (entry.coords.shape == x.coords.shape and entry.coords.device == x.coords.device
+            and torch.equal(entry.coords, x.coords))
+    ):
+        return entry.value
+    return None
+
+
+def _cache_put(x: SparseTensor, key: str, value: Any) -> None:
+    x.register_spatial_cache(key, _CoordsEntry(x.coords, value))
+
+
+class _CoordsEntry:
+    """A cached value tagged with the coords it was computed for (guards against a cache dict
+    shared by tensors of different coords at the same scale)."""
+
+    __slots__ = ("coords", "value")
+
+    def __init__(self, coords: torch.Tensor, value: Any):
+        self.coords, self.value = coords, value
+
+
+def cached_neighbor_map(
+    x: SparseTensor,
+    cache_key: str,
+    offsets: torch.Tensor,
+    keys_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> NeighborMap:
+    """Build (or fetch from ``x``'s spatial cache) a neighbour map over ``x``'s voxels.
+
+    Args:
+        x: the sparse tensor; its coords [N, 4] identify the voxel set.
+        cache_key: spatial-cache name (must encode everything that determines the map
+            besides the coords, e.g. kernel, dilation, key layout).
+        offsets: [K, D] offsets in key space.
+        keys_fn: coords [N, 4] int32 -> keys [N, D] (default: the coords themselves). E.g. a 4D
+            conv maps the folded batch column b*T + t to (b, t, x, y, z) keys.
+    Returns:
+        :class:`NeighborMap` with ``table`` [N, K] (row order of ``x``).
+    """
+    nmap = _cache_get(x, cache_key)
+    if nmap is None:
+        keys = x.coords.long() if keys_fn is None else keys_fn(x.coords).long()
+        nmap = NeighborMap(build_neighbor_map(keys, offsets.to(keys.device)), source=x.coords)
+        _cache_put(x, cache_key, nmap)
+    return nmap
+
+
 def get_neighbor_map(x: SparseTensor, kernel_size: Triple, dilation: Triple) -> NeighborMap:
     """The 3D submanifold neighbour map of ``x``'s coords, cached on its spatial cache.
 
@@ -113,13 +177,8 @@ def get_neighbor_map(x: SparseTensor, kernel_size: Triple, dilation: Triple) -> 
     spconv's (row-major over kx, ky, kz).
     """
     key = f"{_NEIGHBOR_CACHE_PREFIX}_{tuple(kernel_size)}_{tuple(dilation)}"
-    cached = x.get_spatial_cache(key)
-    if isinstance(cached, NeighborMap) and cached.matches(x.coords):
-        return cached
     offsets = pad_offsets(kernel_offsets(kernel_size, dilation), NUM_BATCH_COLUMNS)
-    nmap = NeighborMap(build_neighbor_map(x.coords.long(), offsets.to(x.coords.device)), source=x.coords)
-    x.register_spatial_cache(key, nmap)
-    return nmap
+    return cached_neighbor_map(x, key, offsets)
 
 
 def _torch_subm_conv3d(x, weight, bias, kernel_size, dilation, indice_key):
@@ -172,16 +231,16 @@ def _spconv_subm_conv3d(x, weight, bias, kernel_size, dilation, indice_key):
     shell.__dict__["weight"] = weight.to(feats.dtype)
     shell.__dict__["bias"] = None if bias is None else bias.to(feats.dtype)
 
-    spatial_shape = x.get_spatial_cache(_SPCONV_SHAPE_CACHE)
+    spatial_shape = _cache_get(x, _SPCONV_SHAPE_CACHE)
     if spatial_shape is None:
         spatial_shape = (x.coords[:, NUM_BATCH_COLUMNS:].max(0).values + 1).tolist()
-        x.register_spatial_cache(_SPCONV_SHAPE_CACHE, spatial_shape)
+        _cache_put(x, _SPCONV_SHAPE_CACHE, spatial_shape)
     sp = spconv.SparseConvTensor(feats, x.coords.contiguous(), spatial_shape, x.batch_size)
-    indice_dict = x.get_spatial_cache(_SPCONV_INDICE_CACHE)
+    indice_dict = _cache_get(x, _SPCONV_INDICE_CACHE)
     if indice_dict is not None:
         sp.indice_dict = dict(indice_dict)
     out = shell(sp)
-    x.register_spatial_cache(_SPCONV_INDICE_CACHE, out.indice_dict)
+    _cache_put(x, _SPCONV_INDICE_CACHE, out.indice_dict)
     return out.features
 
 
@@ -208,5 +267,7 @@ def subm_conv3d(
             kernel size and dilation, so it ignores this).
         backend: force ``'torch'`` / ``'spconv'`` / ``'auto'`` for this call (default: env).
     """
-    name = select_backend(x.device, backend)
+    name = select_backend(x.device, backend, x.feats.dtype)
+    if x.feats.shape[0] == 0:
+        name = "torch"  # nothing to index; spconv cannot size an empty grid
     return CONV_BACKENDS[name](x, weight, bias, tuple(kernel_size), tuple(dilation), indice_key)

@@ -321,9 +321,10 @@ class _SubmanifoldConvFn(torch.autograd.Function):
             else:
                 if out_rows.numel() == 0:
                     continue
-                g, x = grad_out.index_select(0, out_rows), feats.index_select(0, in_rows)
+                g = grad_out.index_select(0, out_rows)
                 if need_x:
                     grad_x.index_add_(0, in_rows, (g @ w[k].t()).to(acc_dtype))
+                x = feats.index_select(0, in_rows) if need_w else None
             if need_w:
                 grad_w[k] += (x.t() @ g).to(acc_dtype)
         return (

@@ -1,0 +1,863 @@
+"""``ss4d-build-dataset``: animated 3D assets -> 4D training samples (see docs/data.md).
+
+Steps per clip, in order (each writes one folder atomically: ``<name>.tmp-<pid>`` then rename, with
+a ``step.json`` holding the step's parameters and their hash; a folder whose hash matches the
+current parameters is a finished item and is skipped, anything else is redone):
+
+    mesh       clips/<id>/mesh/                 normalised per-frame meshes (+ textures)
+    voxelize   clips/<id>/voxels/<t>.npz        surface voxels per frame, motion / budget flags
+    render     clips/<id>/renders/<t>/          V views per frame: RGBA, depth, transforms.json
+    cond       clips/<id>/cond/                 conditioning video (one fixed camera)
+    features   clips/<id>/features/<name>/<t>.npz   DINOv2 features of the kept voxels
+    ss_latent  clips/<id>/ss_latents/<enc>/<t>.npz  SS encoder latents (needs --ss-encoder)
+    latent     clips/<id>/latents/<name>/<t>.npz    SLat latents (needs --slat-encoder)
+
+Sharding: asset ``i`` (sorted by path) belongs to rank ``i % world_size``. Every rank rewrites
+``metadata.csv`` / ``frames.csv`` from all ``clip.json`` files when it finishes; ``--merge-only``
+does just that (and the latent statistics) after a multi-machine run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .features import AGGREGATIONS, DEFAULT_VISIBILITY_TOLERANCE
+from .gltf_animation import TIME_MODES
+from .render import RenderSettings
+from .voxelize import DEFAULT_RESOLUTION
+
+log = logging.getLogger("ss4d.data.build")
+
+NATIVE_EXTENSIONS = (".glb", ".gltf")
+BLENDER_EXTENSIONS = (".fbx", ".blend", ".abc", ".usd", ".usda", ".usdc", ".usdz")
+DEFAULT_EXTENSIONS = NATIVE_EXTENSIONS + (".fbx", ".blend")
+STEPS = ("mesh", "voxelize", "render", "cond", "features", "ss_latent", "latent")
+CLIPS_DIR = "clips"
+CLIP_RECORD = "clip.json"
+STEP_RECORD = "step.json"
+METADATA_FILE = "metadata.csv"
+FRAMES_FILE = "frames.csv"
+STATS_DIR = "latent_stats"
+TMP_MARK = ".tmp-"
+DEFAULT_STATIC_IOU = 0.95  # clip flagged low-motion if every frame's voxel IoU with frame 0 >= this
+DEFAULT_MAX_VOXELS = 32768  # clip flagged over budget if any frame has more voxels (SLat training filter)
+HASH_CHARS = 12
+ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def sanitize(name: str) -> str:
+    return ID_SAFE.sub("-", name).strip("-.") or "x"
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:HASH_CHARS]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(path.name + f"{TMP_MARK}{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def step_done(folder: Path, expected_hash: str) -> bool:
+    rec = folder / STEP_RECORD
+    if not rec.is_file():
+        return False
+    try:
+        return json.loads(rec.read_text()).get("hash") == expected_hash
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+class StepWriter:
+    """Context manager: yields a temp folder; on success writes step.json and renames it into place."""
+
+    def __init__(self, final: Path, params: dict, info: dict | None = None):
+        self.final, self.params, self.info = final, params, info or {}
+        self.tmp = final.with_name(final.name + f"{TMP_MARK}{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        write_json_atomic(self.tmp / STEP_RECORD, {"params": self.params, "hash": params_hash(self.params),
+                                                    "info": self.info, "finished": time.time()})
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        os.replace(self.tmp, self.final)
+        return False
+
+
+def remove_stale_tmp(folder: Path) -> None:
+    """Delete leftovers of interrupted steps (``*.tmp-<pid>``) anywhere under a clip folder."""
+    if not folder.exists():
+        return
+    for p in sorted(folder.rglob(f"*{TMP_MARK}*"), key=lambda q: -len(q.parts)):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+
+
+def find_assets(inputs: list[str], extensions: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """(path, relative name) of every asset under the inputs, sorted by relative name."""
+    found = {}
+    for inp in inputs:
+        p = Path(inp)
+        if p.is_file():
+            found[p.name] = p
+        elif p.is_dir():
+            for q in sorted(p.rglob("*")):
+                if q.is_file() and q.suffix.lower() in extensions:
+                    found[str(q.relative_to(p))] = q
+        else:
+            raise FileNotFoundError(f"input not found: {inp}")
+    return [(found[k], k) for k in sorted(found)]
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass
+class BuildConfig:
+    output: Path
+    frames: int = 36
+    fps: float = 24.0
+    time_mode: str = "clamp"
+    animations: str = "first"
+    mesh_source: str = "auto"
+    voxel_resolution: int = DEFAULT_RESOLUTION
+    render: RenderSettings = field(default_factory=RenderSettings)
+    renderer: str = "auto"
+    feature_model: str | None = None
+    aggregation: str = "visible"
+    visibility_tolerance: float = DEFAULT_VISIBILITY_TOLERANCE
+    feature_batch: int = 16
+    ss_encoder: str | None = None
+    slat_encoder: str | None = None
+    device: str = "auto"
+    static_iou: float = DEFAULT_STATIC_IOU
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    skip_flagged: bool = False
+    steps: tuple[str, ...] = STEPS
+    rank: int = 0
+    world_size: int = 1
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Failure:
+    asset: str
+    clip: str | None
+    step: str
+    error: str
+
+
+@dataclass
+class RunSummary:
+    rank: int
+    world_size: int
+    assets: int = 0
+    clips_total: int = 0
+    clips_ok: int = 0
+    clips_flagged: int = 0
+    frames: int = 0
+    steps_run: dict = field(default_factory=dict)
+    steps_skipped: dict = field(default_factory=dict)
+    voxels_per_frame: list = field(default_factory=list)
+    tokens_per_frame: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["voxels_per_frame"] = _describe(self.voxels_per_frame)
+        d["tokens_per_frame"] = _describe(self.tokens_per_frame)
+        return d
+
+
+def _describe(values: list) -> dict:
+    if not values:
+        return {"count": 0}
+    a = np.asarray(values, np.float64)
+    return {"count": int(a.size), "mean": float(a.mean()), "min": int(a.min()), "max": int(a.max())}
+
+
+# ------------------------------------------------------------------------------------ builder
+class DatasetBuilder:
+    """Runs the steps over this rank's share of the assets (see module docstring)."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.summary = RunSummary(rank=cfg.rank, world_size=cfg.world_size)
+        self._renderer: str | None = None
+        self._dino = None
+        self._ss_enc = None
+        self._slat_enc = None
+        self._device = None
+
+    # ---------------------------------------------------------------- lazy resources
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            import torch
+
+            self._device = ("cuda" if torch.cuda.is_available() else "cpu") if self.cfg.device == "auto" \
+                else self.cfg.device
+        return self._device
+
+    @property
+    def renderer(self) -> str:
+        if self._renderer is None:
+            from .render import resolve_renderer
+
+            self._renderer = resolve_renderer(self.cfg.renderer)
+        return self._renderer
+
+    def dino(self):
+        if self._dino is None:
+            from ss4d.conditioning.dinov2 import load_dinov2
+
+            self._dino = load_dinov2(self.cfg.feature_model, device=self.device)
+        return self._dino
+
+    @property
+    def feature_name(self) -> str | None:
+        if not self.cfg.feature_model:
+            return None
+        return f"{self.dino().name}_{self.cfg.aggregation}"
+
+    def ss_encoder(self):
+        if self._ss_enc is None:
+            from .encode import load_encoder
+
+            self._ss_enc = load_encoder(self.cfg.ss_encoder, self.device)
+        return self._ss_enc
+
+    def slat_encoder(self):
+        if self._slat_enc is None:
+            from .encode import load_encoder
+
+            self._slat_enc = load_encoder(self.cfg.slat_encoder, self.device)
+        return self._slat_enc
+
+    # ---------------------------------------------------------------- run
+    def run(self, inputs: list[str], extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> RunSummary:
+        t0 = time.time()
+        cfg = self.cfg
+        (self.out / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
+        assets = find_assets(inputs, extensions)
+        mine = [a for i, a in enumerate(assets) if i % cfg.world_size == cfg.rank]
+        self.summary.assets = len(mine)
+        self._notes()
+        bar = _progress(mine, cfg.progress, desc=f"rank {cfg.rank}/{cfg.world_size}")
+        for path, rel in bar:
+            try:
+                clips = self._select_clips(path)
+            except Exception as exc:  # corrupt / unsupported asset: report and continue
+                self._fail(rel, None, "open", exc)
+                continue
+            for clip in clips:
+                self.summary.clips_total += 1
+                clip_id = sanitize(str(Path(rel).with_suffix(""))) + "__" + sanitize(clip.name)
+                if hasattr(bar, "set_postfix_str"):
+                    bar.set_postfix_str(clip_id[:40])
+                self._process_clip(path, rel, clip, clip_id)
+        self.summary.seconds = time.time() - t0
+        write_metadata(self.out)
+        if cfg.world_size == 1:
+            compute_latent_stats(self.out)
+        write_json_atomic(self.out / f"summary_rank{cfg.rank}.json", self.summary.as_dict())
+        return self.summary
+
+    def _notes(self) -> None:
+        cfg, notes = self.cfg, self.summary.notes
+        if "features" in cfg.steps and not cfg.feature_model:
+            notes.append("features skipped: no --feature-model given")
+        if "ss_latent" in cfg.steps and not cfg.ss_encoder:
+            notes.append("SS latents skipped: no --ss-encoder given")
+        if "latent" in cfg.steps and not cfg.slat_encoder:
+            notes.append("SLat latents skipped: no --slat-encoder given")
+        if "latent" in cfg.steps and cfg.slat_encoder and not cfg.feature_model:
+            notes.append("SLat latents skipped: they need --feature-model")
+        for n in notes:
+            log.info(n)
+
+    def _fail(self, rel: str, clip_id: str | None, step: str, exc: BaseException) -> None:
+        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        self.summary.failures.append(asdict(Failure(rel, clip_id, step, msg)))
+        log.warning("FAILED %s%s [%s]: %s", rel, f" ({clip_id})" if clip_id else "", step, msg)
+        log.debug("%s", traceback.format_exc())
+
+    def _select_clips(self, path: Path):
+        from .gltf_animation import ClipInfo, list_clips
+
+        if self._use_blender_mesh(path):
+            clips = [ClipInfo(index=None if c["name"] is None else i, name=c["name"] or "static",
+                              start=c["start"], end=c["end"]) for i, c in enumerate(_blender_list_clips(path))]
+        else:
+            clips = list_clips(path)
+        sel = self.cfg.animations
+        if sel == "first":
+            return clips[:1]
+        if sel == "all":
+            return clips
+        wanted = [s.strip() for s in sel.split(",") if s.strip()]
+        picked = [c for c in clips if c.name in wanted]
+        if not picked:
+            raise ValueError(f"none of the animations {wanted} exist (have {[c.name for c in clips]})")
+        return picked
+
+    def _use_blender_mesh(self, path: Path) -> bool:
+        src = self.cfg.mesh_source
+        if src == "blender":
+            return True
+        if src == "native":
+            if path.suffix.lower() not in NATIVE_EXTENSIONS:
+                raise ValueError(f"{path.suffix} files need --mesh-source blender (the Blender environment)")
+            return False
+        return path.suffix.lower() not in NATIVE_EXTENSIONS
+
+    # ---------------------------------------------------------------- per clip
+    def _process_clip(self, path: Path, rel: str, clip, clip_id: str) -> None:
+        cfg = self.cfg
+        cdir = self.out / CLIPS_DIR / clip_id
+        cdir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(cdir)
+        rec_path = cdir / CLIP_RECORD
+        record = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+        record.update({"clip_id": clip_id, "source": rel, "animation": clip.name,
+                       "animation_index": clip.index, "clip_start": clip.start, "clip_duration": clip.duration})
+        step = "mesh"
+        try:
+            record.setdefault("sha256", file_sha256(path))
+            ctx = _ClipContext(self, path, clip, cdir, record)
+            for step in ("mesh", "voxelize", "render", "cond", "features", "ss_latent", "latent"):
+                if step in cfg.steps:
+                    getattr(ctx, f"step_{step}")()
+                if step == "voxelize" and record.get("flagged") and cfg.skip_flagged:
+                    log.info("%s flagged (%s); later steps skipped", clip_id, ", ".join(record["flags"]))
+                    break
+            record["status"] = "ok"
+            record.pop("error", None)
+            self.summary.clips_ok += 1
+            self.summary.clips_flagged += bool(record.get("flagged"))
+            self.summary.frames += int(record.get("num_frames", 0))
+            self.summary.voxels_per_frame += record.get("voxels_per_frame", [])
+            if self.feature_name and self.feature_name in record.get("features", {}):
+                self.summary.tokens_per_frame += record["features"][self.feature_name]["tokens_per_frame"]
+        except Exception as exc:
+            record["status"] = "failed"
+            record["error"] = f"[{step}] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self._fail(rel, clip_id, step, exc)
+        write_json_atomic(rec_path, record)
+
+    def count(self, step: str, ran: bool) -> None:
+        d = self.summary.steps_run if ran else self.summary.steps_skipped
+        d[step] = d.get(step, 0) + 1
+
+
+class _ClipContext:
+    """State shared by the steps of one clip (lazily loaded mesh, voxels, params chain)."""
+
+    def __init__(self, b: DatasetBuilder, path: Path, clip, cdir: Path, record: dict):
+        self.b, self.cfg, self.path, self.clip, self.cdir, self.record = b, b.cfg, path, clip, cdir, record
+        self._seq = None
+        self.hashes: dict[str, str] = {}
+
+    def _run(self, step: str, folder: Path, params: dict) -> bool:
+        """True if the step must run (records the expected hash either way)."""
+        h = params_hash(params)
+        self.hashes[step] = h
+        if not self.cfg.overwrite and step_done(folder, h):
+            self.b.count(step, False)
+            return False
+        self.b.count(step, True)
+        return True
+
+    # ---------------------------------------------------------------- mesh
+    @property
+    def seq(self):
+        if self._seq is None:
+            from .mesh import load_mesh_sequence
+
+            self._seq = load_mesh_sequence(self.cdir / "mesh")
+        return self._seq
+
+    def step_mesh(self) -> None:
+        from .gltf_animation import load_animated_mesh, sample_times
+        from .mesh import normalize_clip, save_mesh_sequence
+
+        cfg = self.cfg
+        times = sample_times(self.clip, cfg.frames, cfg.fps, cfg.time_mode)
+        blender = self.b._use_blender_mesh(self.path)
+        params = {"sha256": self.record["sha256"], "animation": self.clip.name, "frames": cfg.frames,
+                  "fps": cfg.fps, "time_mode": cfg.time_mode, "mesh_source": "blender" if blender else "native"}
+        folder = self.cdir / "mesh"
+        if self._run("mesh", folder, params):
+            if blender:
+                seq = _blender_extract(self.path, None if self.clip.index is None else self.clip.name, times,
+                                       self.cdir)
+            else:
+                seq = load_animated_mesh(self.path, self.clip.index, times, normalize=False)
+            seq = normalize_clip(seq)
+            with StepWriter(folder, params, {"vertices": seq.num_vertices, "faces": len(seq.faces)}) as tmp:
+                save_mesh_sequence(seq, tmp)
+            self._seq = seq
+        s = self.seq
+        self.record.update({"num_frames": s.num_frames, "fps": cfg.fps, "time_mode": cfg.time_mode,
+                            "times": [float(t) for t in s.times], "mesh_vertices": s.num_vertices,
+                            "mesh_faces": int(len(s.faces)), "normalization": s.normalization})
+
+    # ---------------------------------------------------------------- voxels
+    def step_voxelize(self) -> None:
+        from .voxelize import load_voxels, save_voxels, voxel_iou, voxelize_surface
+
+        cfg = self.cfg
+        res = cfg.voxel_resolution
+        params = {"mesh": self.hashes.get("mesh"), "resolution": res}
+        folder = self.cdir / "voxels"
+        if self._run("voxelize", folder, params):
+            with StepWriter(folder, params) as tmp:
+                for t in range(self.seq.num_frames):
+                    save_voxels(tmp / f"{t:03d}.npz", voxelize_surface(self.seq.vertices[t], self.seq.faces, res), res)
+        vox = [load_voxels(folder / f"{t:03d}.npz")[0] for t in range(self.record["num_frames"])]
+        counts = [int(len(v)) for v in vox]
+        ious = [voxel_iou(vox[0], v, res) for v in vox[1:]]
+        flags = []
+        if min(counts) == 0:
+            flags.append("empty_frame")
+        if not ious or min(ious) >= cfg.static_iou:
+            flags.append("low_motion")
+        if max(counts) > cfg.max_voxels:
+            flags.append("over_budget")
+        self.record.update({"voxel_resolution": res, "voxels_per_frame": counts,
+                            "num_voxels_mean": float(np.mean(counts)), "num_voxels_max": max(counts),
+                            "motion_iou_min": float(min(ious)) if ious else 1.0, "flags": flags,
+                            "flagged": bool(flags), "voxelized": True})
+
+    # ---------------------------------------------------------------- renders
+    def _render_params(self) -> dict:
+        r = self.cfg.render
+        return {"mesh": self.hashes.get("mesh"), "renderer": self.b.renderer, "views": r.num_views,
+                "resolution": r.resolution, "radius": r.radius, "fov": r.fov_deg, "seed": r.seed,
+                "samples": r.samples if self.b.renderer == "blender" else None,
+                "ssaa": r.ssaa if self.b.renderer == "torch" else None}
+
+    def _cond_params(self) -> dict:
+        r = self.cfg.render
+        return {"mesh": self.hashes.get("mesh"), "renderer": self.b.renderer, "camera": r.cond_camera,
+                "resolution": r.cond_resolution, "fov": r.cond_fov_deg, "radius": r.radius, "seed": r.seed,
+                "samples": r.samples if self.b.renderer == "blender" else None}
+
+    def step_render(self) -> None:
+        from .render import render_clip
+
+        params = self._render_params()
+        folder = self.cdir / "renders"
+        if self._run("render", folder, params):
+            cond_params, cond_folder = self._cond_params(), self.cdir / "cond"
+            # Blender renders the conditioning video in the same job when it is due as well
+            with_cond = ("cond" in self.cfg.steps and self._run("cond", cond_folder, cond_params))
+            with StepWriter(folder, params) as tmp:
+                if with_cond:
+                    with StepWriter(cond_folder, cond_params) as ctmp:
+                        render_clip(self.seq, self.cdir / "mesh", tmp, ctmp, self.record["clip_id"],
+                                    self.cfg.render, self.b.renderer)
+                    self.record["cond_rendered"] = True
+                else:
+                    render_clip(self.seq, self.cdir / "mesh", tmp, None, self.record["clip_id"],
+                                self.cfg.render, self.b.renderer)
+        self.record.update({"rendered": True, "renderer": self.b.renderer, "num_views": self.cfg.render.num_views,
+                            "render_resolution": self.cfg.render.resolution})
+
+    def step_cond(self) -> None:
+        from .render import render_clip
+
+        if "cond" in self.hashes:  # already handled together with the views
+            return
+        params = self._cond_params()
+        folder = self.cdir / "cond"
+        if self._run("cond", folder, params):
+            with StepWriter(folder, params) as tmp:
+                render_clip(self.seq, self.cdir / "mesh", None, tmp, self.record["clip_id"], self.cfg.render,
+                            self.b.renderer)
+        self.record["cond_rendered"] = True
+
+    # ---------------------------------------------------------------- features
+    def step_features(self) -> None:
+        if not self.cfg.feature_model:
+            return
+        from .features import aggregate_features, extract_patch_maps, images_to_tensor
+        from .render import frame_dir_name, load_frame_renders
+        from .voxelize import load_voxels
+
+        cfg, b = self.cfg, self.b
+        name = b.feature_name
+        params = {"renders": self.hashes.get("render"), "voxels": self.hashes.get("voxelize"),
+                  "model": cfg.feature_model, "aggregation": cfg.aggregation,
+                  "tolerance": cfg.visibility_tolerance}
+        if params["renders"] is None or params["voxels"] is None:
+            raise RuntimeError("features need the render and voxelize steps")
+        folder = self.cdir / "features" / name
+        tokens = []
+        if self._run("features", folder, params):
+            enc = b.dino()
+            with StepWriter(folder, params) as tmp:
+                for t in range(self.record["num_frames"]):
+                    rgba, depth, cams = load_frame_renders(self.cdir / "renders" / frame_dir_name(t))
+                    idx, res = load_voxels(self.cdir / "voxels" / f"{t:03d}.npz")
+                    maps = extract_patch_maps(enc, images_to_tensor(rgba), cfg.feature_batch)
+                    vf = aggregate_features(idx, res, maps, cams, depth, cfg.aggregation, cfg.visibility_tolerance)
+                    if len(vf.indices) == 0:
+                        raise RuntimeError(f"frame {t}: no voxel is seen by any view")
+                    np.savez_compressed(tmp / f"{t:03d}.npz", indices=vf.indices.astype(np.uint8 if res <= 256 else np.uint16),
+                                        patchtokens=vf.feats.astype(np.float16),
+                                        num_views=vf.num_views.astype(np.uint16), resolution=np.int64(res))
+                    tokens.append(int(len(vf.indices)))
+        else:
+            for t in range(self.record["num_frames"]):
+                with np.load(folder / f"{t:03d}.npz") as z:
+                    tokens.append(int(len(z["indices"])))
+        self.record.setdefault("features", {})[name] = {"aggregation": cfg.aggregation,
+                                                        "tokens_per_frame": tokens,
+                                                        "tokens_mean": float(np.mean(tokens))}
+
+    # ---------------------------------------------------------------- latents
+    def step_ss_latent(self) -> None:
+        if not self.cfg.ss_encoder:
+            return
+        from .encode import encode_ss_latents, encoder_name
+        from .voxelize import load_voxels
+
+        name = encoder_name(self.cfg.ss_encoder)
+        params = {"voxels": self.hashes.get("voxelize"), "encoder": str(self.cfg.ss_encoder)}
+        folder = self.cdir / "ss_latents" / name
+        if self._run("ss_latent", folder, params):
+            vox = [load_voxels(self.cdir / "voxels" / f"{t:03d}.npz")[0] for t in range(self.record["num_frames"])]
+            z = encode_ss_latents(self.b.ss_encoder(), vox, self.cfg.voxel_resolution)
+            with StepWriter(folder, params) as tmp:
+                for t in range(len(z)):
+                    np.savez_compressed(tmp / f"{t:03d}.npz", mean=z[t].astype(np.float32))
+        self.record.setdefault("ss_latents", {})[name] = True
+
+    def step_latent(self) -> None:
+        if not (self.cfg.slat_encoder and self.cfg.feature_model):
+            return
+        from .encode import encode_slat_latents, encoder_name
+
+        feat = self.b.feature_name
+        name = f"{feat}__{encoder_name(self.cfg.slat_encoder)}"
+        params = {"features": self.hashes.get("features"), "encoder": str(self.cfg.slat_encoder)}
+        folder = self.cdir / "latents" / name
+        if self._run("latent", folder, params):
+            frames = []
+            for t in range(self.record["num_frames"]):
+                with np.load(self.cdir / "features" / feat / f"{t:03d}.npz") as z:
+                    frames.append((z["indices"].astype(np.int64), z["patchtokens"].astype(np.float32)))
+            lat = encode_slat_latents(self.b.slat_encoder(), frames)
+            with StepWriter(folder, params) as tmp:
+                for t, (coords, feats) in enumerate(lat):
+                    np.savez_compressed(tmp / f"{t:03d}.npz", coords=coords.astype(np.uint8), feats=feats.astype(np.float32))
+        self.record.setdefault("latents", {})[name] = True
+
+
+# ------------------------------------------------------------------------------------ blender mesh path
+def _blender_list_clips(path: Path) -> list[dict]:
+    import tempfile
+
+    from .render import run_blender_job
+
+    with tempfile.TemporaryDirectory(prefix="ss4d-blender-") as work:
+        out = Path(work) / "clips.json"
+        run_blender_job({"mode": "list", "source": str(path.resolve()), "output": str(out)}, Path(work))
+        clips = json.loads(out.read_text())["clips"]
+    return clips or [{"name": None, "start": 0.0, "end": 0.0}]
+
+
+def _blender_extract(path: Path, clip_name: str | None, times: np.ndarray, work_parent: Path):
+    import tempfile
+
+    from .mesh import load_mesh_sequence
+    from .render import run_blender_job
+
+    with tempfile.TemporaryDirectory(prefix=f"extract{TMP_MARK}", dir=work_parent) as work:
+        out = Path(work) / "mesh"
+        run_blender_job({"mode": "extract", "source": str(path.resolve()), "clip": clip_name,
+                         "times": [float(t) for t in times], "out_dir": str(out), "name": path.stem}, Path(work))
+        seq = load_mesh_sequence(out)
+    seq.source = str(path)
+    return seq
+
+
+# ------------------------------------------------------------------------------------ tables + stats
+METADATA_COLUMNS = ["clip_id", "sha256", "source", "animation", "animation_index", "clip_duration", "num_frames",
+                    "fps", "time_mode", "mesh_vertices", "mesh_faces", "voxel_resolution", "num_voxels_mean",
+                    "num_voxels_max", "motion_iou_min", "flagged", "flags", "rendered", "renderer", "num_views",
+                    "render_resolution", "cond_rendered", "status", "error"]
+
+
+def iter_clip_records(out: Path):
+    for rec in sorted((Path(out) / CLIPS_DIR).glob(f"*/{CLIP_RECORD}")):
+        try:
+            yield json.loads(rec.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+
+
+def write_metadata(out: Path) -> tuple[int, int]:
+    """Rebuild ``metadata.csv`` (one row per clip) and ``frames.csv`` (one row per frame)."""
+    out = Path(out)
+    records = list(iter_clip_records(out))
+    dyn = sorted({f"feature_{k}" for r in records for k in r.get("features", {})}
+                 | {f"ss_latent_{k}" for r in records for k in r.get("ss_latents", {})}
+                 | {f"latent_{k}" for r in records for k in r.get("latents", {})})
+    cols = METADATA_COLUMNS + dyn + [f"tokens_{c[len('feature_'):]}" for c in dyn if c.startswith("feature_")]
+    rows, frame_rows = [], []
+    for r in records:
+        row = {c: r.get(c, "") for c in METADATA_COLUMNS}
+        row["flags"] = ";".join(r.get("flags", []))
+        for k, v in r.get("features", {}).items():
+            row[f"feature_{k}"] = True
+            row[f"tokens_{k}"] = v.get("tokens_mean", "")
+        for k in r.get("ss_latents", {}):
+            row[f"ss_latent_{k}"] = True
+        for k in r.get("latents", {}):
+            row[f"latent_{k}"] = True
+        rows.append(row)
+        if r.get("status") == "ok":
+            for t in range(int(r.get("num_frames", 0))):
+                frame_rows.append({"sha256": f"{r['clip_id']}_{t:03d}", "clip_id": r["clip_id"], "frame": t,
+                                   "time": r["times"][t] if t < len(r.get("times", [])) else "",
+                                   "num_voxels": r.get("voxels_per_frame", [""] * (t + 1))[t],
+                                   "flagged": r.get("flagged", False)})
+    _write_csv(out / METADATA_FILE, cols, rows)
+    _write_csv(out / FRAMES_FILE, ["sha256", "clip_id", "frame", "time", "num_voxels", "flagged"], frame_rows)
+    return len(rows), len(frame_rows)
+
+
+def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + f"{TMP_MARK}{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def compute_latent_stats(out: Path, include_flagged: bool = False) -> dict[str, dict]:
+    """Per-channel mean/std of every SLat latent set (``latent_stats/<name>.json``) and SS latent
+    set (``latent_stats/ss_<name>.json``) over the finished clips."""
+    from .encode import LatentStats
+
+    out = Path(out)
+    acc: dict[str, LatentStats] = {}
+    for r in iter_clip_records(out):
+        if r.get("status") != "ok" or (r.get("flagged") and not include_flagged):
+            continue
+        cdir = out / CLIPS_DIR / r["clip_id"]
+        for kind, key, sub in (("latents", "feats", ""), ("ss_latents", "mean", "ss_")):
+            for name in r.get(kind, {}):
+                st = acc.setdefault(sub + name, LatentStats())
+                for f in sorted((cdir / kind / name).glob("*.npz")):
+                    with np.load(f) as z:
+                        x = z[key]
+                    st.update(x if key == "feats" else np.moveaxis(x, 0, -1).reshape(-1, x.shape[0]))
+    results = {}
+    for name, st in acc.items():
+        if st.count:
+            results[name] = st.save(out / STATS_DIR / f"{name}.json")
+    return results
+
+
+# ------------------------------------------------------------------------------------ CLI
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="asset", dynamic_ncols=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RenderSettings()
+    p = argparse.ArgumentParser(
+        prog="ss4d-build-dataset",
+        description="Build an SS4D 4D training set from animated 3D assets (glTF/GLB natively; FBX/.blend via "
+                    "Blender). See docs/data.md.")
+    p.add_argument("inputs", nargs="*", help="asset files or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="dataset folder (created; reused to resume)")
+    g = p.add_argument_group("clips")
+    g.add_argument("--frames", type=int, default=36, help="frames per clip (default 36, as SS4D)")
+    g.add_argument("--fps", type=float, default=24.0, help="sampling rate in frames per second (default 24)")
+    g.add_argument("--time-mode", choices=TIME_MODES, default="clamp",
+                   help="clamp: hold the last pose past the clip end; loop: wrap; stretch: spread --frames over "
+                        "the whole clip (ignores --fps)")
+    g.add_argument("--animations", default="first", help="first | all | comma-separated animation names")
+    g.add_argument("--mesh-source", choices=("auto", "native", "blender"), default="auto",
+                   help="auto: glTF/GLB with the numpy loader, other formats through Blender")
+    g.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="file types to pick up in folders")
+    g = p.add_argument_group("rendering")
+    g.add_argument("--renderer", choices=("auto", "blender", "torch"), default="auto",
+                   help="auto: Blender when its environment exists (make setup-blender), else the torch rasteriser")
+    g.add_argument("--views", type=int, default=d.num_views, help=f"views per frame (default {d.num_views})")
+    g.add_argument("--resolution", type=int, default=d.resolution, help="view resolution in pixels")
+    g.add_argument("--radius", type=float, default=d.radius, help="camera distance (default 2)")
+    g.add_argument("--fov", type=float, default=d.fov_deg, help="field of view in degrees (default 40)")
+    g.add_argument("--cond-camera", choices=("front", "random"), default=d.cond_camera,
+                   help="fixed camera of the conditioning video")
+    g.add_argument("--cond-resolution", type=int, default=None, help="conditioning video size (default --resolution)")
+    g.add_argument("--no-cond-video", action="store_true", help="do not write cond/video.mp4 previews")
+    g.add_argument("--samples", type=int, default=d.samples, help="Cycles samples per pixel")
+    g.add_argument("--denoise", action="store_true", help="Cycles denoising (OpenImageDenoise)")
+    g.add_argument("--blender-device", choices=("auto", "cpu", "gpu"), default="auto")
+    g.add_argument("--blender-threads", type=int, default=0, help="Cycles CPU threads (0 = all)")
+    g.add_argument("--ssaa", type=int, default=d.ssaa, help="torch renderer supersampling per axis")
+    g.add_argument("--seed", type=int, default=0, help="camera randomisation seed")
+    g = p.add_argument_group("voxels, features, latents")
+    g.add_argument("--voxel-resolution", type=int, default=DEFAULT_RESOLUTION)
+    g.add_argument("--feature-model", default=None,
+                   help="DINOv2-reg source: a local transformers folder, a torch.hub checkpoint, or tiny-random "
+                        "(tests); features are skipped without it")
+    g.add_argument("--aggregation", choices=AGGREGATIONS, default="visible",
+                   help="visible: average only views that see the voxel (SS4D); mean: all views (TRELLIS)")
+    g.add_argument("--visibility-tolerance", type=float, default=DEFAULT_VISIBILITY_TOLERANCE,
+                   help="depth-test slack in voxel diagonals")
+    g.add_argument("--feature-batch", type=int, default=16, help="views per DINOv2 batch")
+    g.add_argument("--ss-encoder", default=None, help="SS VAE encoder checkpoint stem (<path>.json/.safetensors)")
+    g.add_argument("--slat-encoder", default=None, help="SLat (3D or 4D) encoder checkpoint stem")
+    g.add_argument("--device", default="auto", help="torch device for features/encoders (auto: cuda if present)")
+    g = p.add_argument_group("filtering")
+    g.add_argument("--static-iou", type=float, default=DEFAULT_STATIC_IOU,
+                   help="flag a clip as low-motion when every frame's voxel IoU with frame 0 is >= this")
+    g.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, help="flag clips with more voxels in a frame")
+    g.add_argument("--skip-flagged", action="store_true", help="stop processing flagged clips after voxelisation")
+    g = p.add_argument_group("running")
+    g.add_argument("--steps", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
+    g.add_argument("--rank", type=int, default=None, help="this process's shard (default $RANK or 0)")
+    g.add_argument("--world-size", type=int, default=None, help="number of shards (default $WORLD_SIZE or 1)")
+    g.add_argument("--overwrite", action="store_true", help="redo finished steps")
+    g.add_argument("--merge-only", action="store_true",
+                   help="only rebuild metadata.csv / frames.csv and latent statistics from finished clips")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--strict", action="store_true", help="exit with status 1 if any asset or clip failed")
+    g.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> BuildConfig:
+    def err(msg):
+        raise SystemExit(f"ss4d-build-dataset: error: {msg}")
+
+    rank = a.rank if a.rank is not None else int(os.environ.get("RANK", 0))
+    world = a.world_size if a.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+    if world < 1 or not 0 <= rank < world:
+        err(f"need 0 <= rank < world_size, got rank {rank}, world size {world}")
+    steps = tuple(s.strip() for s in a.steps.split(",") if s.strip())
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        err(f"unknown steps {bad}; choose from {list(STEPS)}")
+    for name, val, lo in (("--frames", a.frames, 1), ("--views", a.views, 1), ("--resolution", a.resolution, 8),
+                          ("--voxel-resolution", a.voxel_resolution, 2), ("--samples", a.samples, 1),
+                          ("--ssaa", a.ssaa, 1)):
+        if val < lo:
+            err(f"{name} must be >= {lo}, got {val}")
+    if a.voxel_resolution > 256 and ("ss_latent" in steps or "latent" in steps):
+        log.warning("voxel resolution %d > 256: latent coords are stored as uint8 only up to 256", a.voxel_resolution)
+    render = RenderSettings(num_views=a.views, resolution=a.resolution, radius=a.radius, fov_deg=a.fov,
+                            cond_camera=a.cond_camera, cond_resolution=a.cond_resolution or a.resolution,
+                            cond_fov_deg=a.fov, cond_video=not a.no_cond_video, samples=a.samples,
+                            denoise=a.denoise, device=a.blender_device, threads=a.blender_threads, ssaa=a.ssaa,
+                            seed=a.seed)
+    return BuildConfig(output=Path(a.output), frames=a.frames, fps=a.fps, time_mode=a.time_mode,
+                       animations=a.animations, mesh_source=a.mesh_source, voxel_resolution=a.voxel_resolution,
+                       render=render, renderer=a.renderer, feature_model=a.feature_model,
+                       aggregation=a.aggregation, visibility_tolerance=a.visibility_tolerance,
+                       feature_batch=a.feature_batch, ss_encoder=a.ss_encoder, slat_encoder=a.slat_encoder,
+                       device=a.device, static_iou=a.static_iou, max_voxels=a.max_voxels,
+                       skip_flagged=a.skip_flagged, steps=steps, rank=rank, world_size=world,
+                       overwrite=a.overwrite, progress=not a.no_progress)
+
+
+def format_summary(s: RunSummary, out: Path) -> str:
+    d = s.as_dict()
+    v, tk = d["voxels_per_frame"], d["tokens_per_frame"]
+    lines = [f"ss4d-build-dataset rank {s.rank}/{s.world_size}: {s.assets} assets, {s.clips_total} clips "
+             f"({s.clips_ok} ok, {s.clips_flagged} flagged, {len(s.failures)} failed), {s.frames} frames, "
+             f"{s.seconds:.1f}s -> {out}"]
+    if v.get("count"):
+        lines.append(f"  voxels/frame: mean {v['mean']:.0f}, min {v['min']}, max {v['max']}")
+    if tk.get("count"):
+        lines.append(f"  feature tokens/frame: mean {tk['mean']:.0f}, min {tk['min']}, max {tk['max']}")
+    lines.append(f"  steps run: {s.steps_run or '-'}; skipped (already done): {s.steps_skipped or '-'}")
+    for n in s.notes:
+        lines.append(f"  note: {n}")
+    for f in s.failures:
+        lines.append(f"  FAILED {f['asset']}{' / ' + f['clip'] if f['clip'] else ''} [{f['step']}]: {f['error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    if args.merge_only:
+        n_clips, n_frames = write_metadata(cfg.output)
+        stats = compute_latent_stats(cfg.output)
+        print(f"merged {n_clips} clips / {n_frames} frames into {cfg.output / METADATA_FILE}; "
+              f"latent stats: {sorted(stats) or 'none'}")
+        return 0
+    if not args.inputs:
+        raise SystemExit("ss4d-build-dataset: error: give at least one asset file or folder")
+    exts = tuple(e if e.startswith(".") else "." + e for e in args.extensions.lower().split(",") if e)
+    try:
+        summary = DatasetBuilder(cfg).run(args.inputs, exts)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"ss4d-build-dataset: error: {exc}") from None
+    print(format_summary(summary, cfg.output))
+    return 1 if (args.strict and summary.failures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
