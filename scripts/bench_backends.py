@@ -80,7 +80,7 @@ def time_call(fn: Callable[[], object], device: str, iters: int, warmup: int) ->
 
 def report(section: str, backend: str, config: str, ms: float, voxels: int) -> None:
     rate = voxels / (ms / MS_PER_S) if ms > 0 else float("inf")
-    print(f"{section:<10} {backend:<8} {config:<34} {ms:10.2f} ms {rate / 1e6:10.3f} Mvox/s", flush=True)
+    print(f"{section:<10} {backend:<8} {config:<34} {ms:10.2f} ms {rate:12.4g} voxels/s", flush=True)
 
 
 # -------------------------------------------------------------------------------- sections
@@ -113,8 +113,12 @@ def bench_conv(args) -> None:
                 report("conv", backend, f"fwd+bwd C={c}", ms, voxels)
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import bench_attention  # noqa: E402
+
 SECTIONS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "conv": bench_conv,
+    "attention": bench_attention,
 }
 
 

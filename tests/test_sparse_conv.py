@@ -8,13 +8,12 @@ References used (all independent of the code under test):
   decoder, recomputed here from plain torch ops + the sparse ops).
 """
 import itertools
-import os
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TRELLIS_FIXTURES
 from trellis_ext.sparse import SparseDownsample, SparseSiLU, SparseTensor, SparseUpsample
 from trellis_ext.sparse.conv import backends
 from trellis_ext.sparse.conv import (
@@ -35,7 +34,7 @@ from trellis_ext.sparse.conv import (
     submanifold_conv,
 )
 
-FIXTURES = Path(os.environ.get("TRELLIS_FIXTURES", "/work/shared/trellis_reference/tiny"))
+FIXTURES = TRELLIS_FIXTURES / "tiny"  # $SS4D_TRELLIS_FIXTURES (default ../shared/trellis_reference)
 FIXTURE_ATOL = 1e-4  # suggested by the fixture README for float32 re-implementations
 
 
@@ -298,8 +297,11 @@ def test_backend_selection(monkeypatch):
             select_backend(torch.device("cuda"), "spconv")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="spconv backend needs a CUDA device (none here)")
-@pytest.mark.skipif(not spconv_available(), reason="spconv.pytorch is not installed")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and spconv_available()),
+    reason=f"the spconv backend runs only on CUDA with spconv installed (CUDA: {torch.cuda.is_available()}, "
+    f"spconv.pytorch importable: {spconv_available()})",
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_spconv_backend_matches_torch_backend(dtype):
     x = random_sparse([500, 300], grid=12, channels=32, dtype=torch.float32).to("cuda").type(dtype)

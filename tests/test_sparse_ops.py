@@ -3,14 +3,12 @@
 References: torch's dense layers on the same numbers, hand computations, and the coords that
 TRELLIS itself produced in the tiny-model fixtures.
 """
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import TRELLIS_FIXTURES
 from trellis_ext.sparse import (
     SparseActivation,
     SparseDownsample,
@@ -27,7 +25,7 @@ from trellis_ext.sparse import (
     SparseUpsample,
 )
 
-FIXTURES = Path(os.environ.get("TRELLIS_FIXTURES", "/work/shared/trellis_reference/tiny"))
+FIXTURES = TRELLIS_FIXTURES / "tiny"  # $SS4D_TRELLIS_FIXTURES (default ../shared/trellis_reference)
 
 
 def random_sparse(sizes, grid, channels, dtype=torch.float64, seed=0):

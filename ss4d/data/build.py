@@ -200,6 +200,7 @@ class RunSummary:
     frames: int = 0
     steps_run: dict = field(default_factory=dict)
     steps_skipped: dict = field(default_factory=dict)
+    step_seconds: dict = field(default_factory=dict)
     voxels_per_frame: list = field(default_factory=list)
     tokens_per_frame: list = field(default_factory=list)
     failures: list = field(default_factory=list)
@@ -372,7 +373,10 @@ class DatasetBuilder:
             ctx = _ClipContext(self, path, clip, cdir, record)
             for step in ("mesh", "voxelize", "render", "cond", "features", "ss_latent", "latent"):
                 if step in cfg.steps:
+                    t0 = time.time()
                     getattr(ctx, f"step_{step}")()
+                    sec = self.summary.step_seconds
+                    sec[step] = round(sec.get(step, 0.0) + time.time() - t0, 3)
                 if step == "voxelize" and record.get("flagged") and cfg.skip_flagged:
                     log.info("%s flagged (%s); later steps skipped", clip_id, ", ".join(record["flags"]))
                     break
@@ -830,6 +834,7 @@ def format_summary(s: RunSummary, out: Path) -> str:
     if tk.get("count"):
         lines.append(f"  feature tokens/frame: mean {tk['mean']:.0f}, min {tk['min']}, max {tk['max']}")
     lines.append(f"  steps run: {s.steps_run or '-'}; skipped (already done): {s.steps_skipped or '-'}")
+    lines.append(f"  seconds per step: {s.step_seconds or '-'}")
     for n in s.notes:
         lines.append(f"  note: {n}")
     for f in s.failures:

@@ -73,6 +73,10 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.
         from trellis_ext.models import from_pretrained
     except ImportError as exc:  # pragma: no cover - the core package is part of this repo
         raise RuntimeError(f"trellis_ext.models is unavailable: {exc}") from None
+    try:  # registers the 4D classes (SLatEncoder4D...) that SS4D checkpoints resolve to
+        import ss4d.models  # noqa: F401
+    except ImportError:
+        pass
     overrides = {"use_fp16": False} if torch.device(device).type == "cpu" else {}
     try:
         model = from_pretrained(str(path), **overrides)

@@ -301,43 +301,93 @@ def import_source(source: str) -> None:
         raise RuntimeError(f"unsupported file type for the Blender path: {ext}")
 
 
-def animated_objects():
-    return [o for o in bpy.context.scene.objects if o.animation_data is not None]
+def animated_ids() -> list:
+    """Objects and shape-key blocks of the scene that carry animation data."""
+    ids = []
+    for o in bpy.context.scene.objects:
+        if o.animation_data is not None:
+            ids.append(o)
+        keys = getattr(getattr(o, "data", None), "shape_keys", None)
+        if keys is not None and keys.animation_data is not None:
+            ids.append(keys)
+    return ids
 
 
 def list_clips_blender() -> tuple[list[dict], float]:
+    """Actions as clips; times in seconds with Blender frame f <-> time f / fps (the glTF importer
+    maps glTF time 0 to frame 0). Ordered as the importer's NLA tracks, else by name."""
     scene = bpy.context.scene
     fps = scene.render.fps / scene.render.fps_base
-    clips = []
-    for act in bpy.data.actions:
-        lo, hi = act.frame_range
-        clips.append({"name": act.name, "start": (lo - 1.0) / fps, "end": (hi - 1.0) / fps})
-    return clips, fps
+    order = []
+    for idb in animated_ids():
+        for track in idb.animation_data.nla_tracks:
+            for strip in track.strips:
+                if strip.action is not None and strip.action.name not in order:
+                    order.append(strip.action.name)
+    order.reverse()  # the glTF importer stacks tracks last-clip-first; this restores the file order
+    rank = {n: i for i, n in enumerate(order)}
+    actions = sorted(bpy.data.actions, key=lambda a: (rank.get(a.name, len(rank)), a.name))
+    return [{"name": a.name, "start": a.frame_range[0] / fps, "end": a.frame_range[1] / fps} for a in actions], fps
 
 
 def assign_clip(name: str | None) -> None:
+    """Make action ``name`` the only animation playing (NLA tracks muted, action slots bound)."""
+    ids = animated_ids()
+    for idb in ids:  # silence everything first
+        idb.animation_data.action = None
+        for track in idb.animation_data.nla_tracks:
+            track.mute = True
     if name is None:
         return
     act = bpy.data.actions.get(name)
     if act is None:
         raise RuntimeError(f"no action named {name!r}")
-    targets = animated_objects() or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
-    for obj in targets:
-        if obj.animation_data is None:
-            obj.animation_data_create()
-        # only rebind objects whose current action animates the same kind of data
-        obj.animation_data.action = act
-        slots = getattr(act, "slots", None)
-        if slots is not None and len(slots) and hasattr(obj.animation_data, "action_slot"):
-            suitable = [s for s in slots if getattr(s, "target_id_type", "OBJECT") == "OBJECT"] or list(slots)
+    slots = list(getattr(act, "slots", []) or [])
+    bound = 0
+    if slots:
+        for slot in slots:
+            target = find_slot_target(slot)
+            if target is None:
+                continue
+            if target.animation_data is None:
+                target.animation_data_create()
+            target.animation_data.action = act
             try:
-                obj.animation_data.action_slot = suitable[0]
-            except (TypeError, RuntimeError):
+                target.animation_data.action_slot = slot
+            except (TypeError, RuntimeError, AttributeError):
                 pass
-    # NLA strips would override the active action
-    for obj in targets:
-        for track in obj.animation_data.nla_tracks:
-            track.mute = True
+            bound += 1
+    if not bound:  # legacy (slot-less) actions: give it to whatever was animated, or the armatures
+        targets = ids or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
+        for idb in targets:
+            if idb.animation_data is None:
+                idb.animation_data_create()
+            idb.animation_data.action = act
+            bound += 1
+    if not bound:
+        raise RuntimeError(f"action {name!r} has no target in the scene")
+
+
+def find_slot_target(slot):
+    kind = getattr(slot, "target_id_type", "OBJECT")
+    label = getattr(slot, "name_display", "") or slot.name[2:]
+    if kind == "OBJECT":
+        return bpy.context.scene.objects.get(label)
+    if kind == "KEY":
+        key = bpy.data.shape_keys.get(label)
+        if key is not None:
+            return key
+        obj = bpy.context.scene.objects.get(label)
+        return getattr(getattr(obj, "data", None), "shape_keys", None)
+    return None
+
+
+def renderable(obj) -> bool:
+    if obj.hide_render or obj.type not in ("MESH", "CURVE", "SURFACE", "META", "FONT"):
+        return False
+    if obj.users_collection and all(c.hide_render for c in obj.users_collection):
+        return False  # e.g. the glTF importer's bone-shape icosphere ("glTF_not_exported")
+    return True
 
 
 def extract_frame(depsgraph) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, list]:
@@ -345,7 +395,7 @@ def extract_frame(depsgraph) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
     pos, uvs, mats, any_uv, material_list = [], [], [], False, []
     mat_index: dict = {}
     for obj in bpy.context.scene.objects:
-        if obj.type not in ("MESH", "CURVE", "SURFACE", "META", "FONT") or obj.hide_render:
+        if not renderable(obj):
             continue
         ev = obj.evaluated_get(depsgraph)
         mesh = ev.to_mesh()
@@ -463,7 +513,7 @@ def run_extract(job: dict) -> None:
     assign_clip(job.get("clip"))
     frames, uv0, mats0, material_list = [], None, None, None
     for t in job["times"]:
-        f = 1.0 + float(t) * fps  # Blender frame 1 = time 0 (the glTF importer's convention)
+        f = float(t) * fps  # frame f <-> time f / fps (as list_clips_blender)
         scene.frame_set(int(math.floor(f)), subframe=f - math.floor(f))
         pos, uv, mats, mlist = extract_frame(bpy.context.evaluated_depsgraph_get())
         if frames and len(pos) != len(frames[0]):

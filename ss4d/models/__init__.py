@@ -30,6 +30,13 @@ register_variant("SLatGaussianDecoder", is_4d_config, ("ss4d.models.slat_vae_4d"
 register_variant("SLatEncoder", is_4d_config, ("ss4d.models.slat_vae_4d", "SLatEncoder4D"))
 
 
+def inflate_from_trellis(source, config=None, device=None):
+    """Build all four SS4D stages from a TRELLIS-image-large folder or models (see ``inflation``)."""
+    from .inflation import inflate_from_trellis as _inflate
+
+    return _inflate(source, config, device)
+
+
 def __getattr__(name):
     try:
         return get_model_class(name)

@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn.functional as F
 
-from ...representations.gaussian import Gaussian, compute_offset_perturbation, gaussians_from_voxel_output, \
+from ...representations.gaussian import DEFAULT_REPRESENTATION_CONFIG, Gaussian, compute_offset_perturbation, gaussians_from_voxel_output, \
     voxel_output_layout
 from ...sparse import SparseLinear, SparseTensor
 from ..base import zero_module
@@ -36,7 +36,7 @@ class SLatGaussianDecoder(SparseTransformerBase):
         layout = voxel_output_layout(representation_config["num_gaussians"])
         self.out_channels = max(stop for _, stop, _ in layout.values())
         self.out_layer = SparseLinear(model_channels, self.out_channels)
-        if representation_config.get("perturb_offset", False):
+        if representation_config.get("perturb_offset", DEFAULT_REPRESENTATION_CONFIG["perturb_offset"]):
             self.register_buffer("offset_perturbation", compute_offset_perturbation(
                 representation_config["num_gaussians"], representation_config["voxel_size"]))
         else:

@@ -71,21 +71,26 @@ class FlowEulerSampler:
     # ---- loop ------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, model: Callable, noise, cond=None, steps: int = 50, rescale_t: float = 1.0,
-               verbose: bool = False, callback: Optional[Callable[[int, Any], None]] = None, **kwargs) -> SamplerOutput:
+               verbose: bool = False, callback: Optional[Callable[[int, Any], None]] = None,
+               desc: str = "Sampling", keep_trajectory: bool = True, **kwargs) -> SamplerOutput:
         """Integrate from ``noise`` (t = 1) to t = 0.
 
         Extra ``kwargs`` (neg_cond, cfg_strength, cfg_interval, model kwargs like num_frames) go to
-        ``predict_velocity``. ``verbose`` shows a tqdm bar; ``callback(i, x)`` runs after each step.
+        ``predict_velocity``. ``verbose`` shows a tqdm bar labelled ``desc``; ``callback(i, x)`` runs
+        after each step. ``keep_trajectory=False`` leaves ``pred_x_t`` / ``pred_x_0`` empty (saves
+        memory on long runs).
         """
         from tqdm.auto import tqdm
 
         x = noise
         out = SamplerOutput(samples=None)
-        for i, (t, t_prev) in enumerate(tqdm(time_grid(steps, rescale_t), desc="Sampling", disable=not verbose)):
+        for i, (t, t_prev) in enumerate(tqdm(time_grid(steps, rescale_t), desc=desc, disable=not verbose)):
             v = self.predict_velocity(model, x, t, cond, **kwargs)
-            out.pred_x_0.append(self.v_to_x0(x, t, v))
+            if keep_trajectory:
+                out.pred_x_0.append(self.v_to_x0(x, t, v))
             x = x - (t - t_prev) * v
-            out.pred_x_t.append(x)
+            if keep_trajectory:
+                out.pred_x_t.append(x)
             if callback is not None:
                 callback(i, x)
         out.samples = x

@@ -8,8 +8,8 @@ Two workloads:
   of a sphere shell in a ``SWIN_RES``³ grid -- the SLat VAE's pattern. The window partition is built (and
   cached) once before timing, as in a model where every block reuses it.
 
-Used by ``scripts/bench_backends.py`` (``from _bench_attention import bench_attention``) or standalone:
-``python scripts/_bench_attention.py [--quick] [--device cpu|cuda]``.
+Used by ``scripts/bench_backends.py`` (``from bench_attention import bench_attention``) or standalone:
+``python scripts/bench_attention.py [--quick] [--device cpu|cuda]``.
 """
 from __future__ import annotations
 
