@@ -168,7 +168,7 @@ def _run_gs_decoder(model, inputs):
     return flatten_outputs("gaussians", model(inputs["x"], **kwargs))
 
 
-@register_runner("SLatRadianceFieldDecoder")
+@register_runner("SLatRadianceFieldDecoder", "SLatMeshDecoder")
 def _run_raw_decoder(model, inputs):
     return flatten_outputs("raw", model(inputs["x"]))
 

@@ -22,6 +22,7 @@ _LAZY: Dict[str, Tuple[str, str]] = {
     "SLatEncoder": ("trellis_ext.models.structured_latent_vae.encoder", "SLatEncoder"),
     "SLatGaussianDecoder": ("trellis_ext.models.structured_latent_vae.decoder_gs", "SLatGaussianDecoder"),
     "SLatRadianceFieldDecoder": ("trellis_ext.models.structured_latent_vae.decoder_rf", "SLatRadianceFieldDecoder"),
+    "SLatMeshDecoder": ("trellis_ext.models.structured_latent_vae.decoder_mesh", "SLatMeshDecoder"),
     "SLatFlowModel": ("trellis_ext.models.structured_latent_flow", "SLatFlowModel"),
 }
 ELASTIC_PREFIX = "Elastic"
