@@ -15,11 +15,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import ss4d.models  # noqa: F401  (registers the 4D classes)
 from ss4d.frames import FrameLayoutError
-from ss4d.models.slat_flow_4d import (TEMPORAL_KEY_PREFIXES, SLatFlow4DModel, inflate_slat_flow)
+from ss4d.models.slat_flow_4d import TEMPORAL_KEY_PREFIXES, SLatFlow4DModel, inflate_slat_flow
 from ss4d.models.slat_vae_4d import (SLatEncoder4D, SLatGaussianDecoder4D, inflate_slat_decoder,
                                      inflate_slat_encoder)
 from ss4d.modules.rope import apply_rotary

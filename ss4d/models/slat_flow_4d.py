@@ -13,7 +13,8 @@ Data flow (released config ``conv_type="3D_1D"``; SS4D's ``structured_latent_flo
 | 2 | ``input_blocks`` spatial res-blocks (3³ convs per frame; the last pools 64³ -> 32³) | T |
 | 3 | ``input_blocks_t`` temporal res-blocks (the last merges frame pairs: T -> T/2, union of voxels) | T -> T/2 |
 | 4 | + 3D APE of the coords (same for every frame) | T/2 |
-| 5 | ``blocks``: DiT blocks, self-attention over all voxels of a sample's T/2 packed frames with RoPE-t (packed index), cross-attention of packed frame k to the tokens of frames 2k and 2k+1 (cond [B·T/2, 2L, C]), timestep embedding averaged over each pair | T/2 |
+| 5 | ``blocks`` DiT blocks: self-attention over all voxels of a sample's packed frames (RoPE-t by packed
+|   | index), cross-attention of packed frame k to frames 2k, 2k+1 (cond [B·T/2, 2L, C]), pair-averaged t-emb | T/2 |
 | 6 | ``out_blocks_t`` (the first copies packed features back to every frame) | T/2 -> T |
 | 7 | ``out_blocks`` spatial (the first upsamples 32³ -> 64³) | T |
 | 8 | non-affine LN -> ``out_layer`` | T |
@@ -37,7 +38,7 @@ and ``out_blocks_t.*``. Their init for inflation from TRELLIS is :meth:`SLatFlow
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -53,7 +54,9 @@ from ss4d.sparse import (MEAN_MODES, TEMPORAL_FACTOR, SparseDownsampleTemporal, 
 from trellis_ext.models.base import xavier_init_linears, zero_module
 from trellis_ext.models.structured_latent_flow import SLatFlowModel
 from trellis_ext.modules.embeddings import AbsolutePositionEmbedder
-from trellis_ext.sparse import SparseLinear, SparseTensor
+from trellis_ext.sparse import SparseTensor
+
+from .weight_transfer import build_inflated
 
 __all__ = ["SLatFlow4DModel", "ElasticSLatFlow4DModel", "inflate_slat_flow", "CONV_TYPES", "FLOW_4D_DEFAULTS",
            "TEMPORAL_KEY_PREFIXES"]
@@ -174,6 +177,13 @@ class SLatFlow4DModel(SLatFlowModel):
             expand_self_attn=self.expand_self_attn, use_rope_t=(self.pe_mode == "rope_t"),
             rope_base=self.rope_base)
 
+    def initialize_weights(self) -> None:
+        """TRELLIS's init of the 3D parts (xavier Linears, zero adaLN / out layer) plus, once the temporal
+        stage exists, :meth:`initialize_temporal_weights`."""
+        super().initialize_weights()
+        if "input_blocks_t" in self._modules:
+            self.initialize_temporal_weights()
+
     @torch.no_grad()
     def initialize_temporal_weights(self) -> None:
         """Init of the new CompNet parameters so that, inflated from TRELLIS, the temporal stage starts
@@ -273,16 +283,5 @@ def inflate_slat_flow(trellis_slat_flow: SLatFlowModel, **four_d_args) -> SLatFl
     With ``temporal_mean_mode="exact"`` the result on two identical frames equals the TRELLIS model on
     that frame.
     """
-    args = getattr(trellis_slat_flow, "init_args", None)
-    if not args:
-        raise ValueError(f"cannot inflate {type(trellis_slat_flow).__name__}: it records no constructor args "
-                         "(build it through trellis_ext.models)")
-    args = {**args, **FLOW_4D_DEFAULTS, **four_d_args}
-    model = SLatFlow4DModel(**args)
-    missing, unexpected = model.load_state_dict(trellis_slat_flow.state_dict(), strict=False)
-    bad_missing = [k for k in missing if not k.startswith(TEMPORAL_KEY_PREFIXES)]
-    if unexpected or bad_missing:
-        raise RuntimeError(f"inflating the SLat flow: TRELLIS keys must map 1:1; missing {bad_missing[:10]}, "
-                           f"unexpected {unexpected[:10]}")
-    ref = next(trellis_slat_flow.parameters(), None)
-    return model.to(ref.device) if ref is not None else model
+    return build_inflated(trellis_slat_flow, SLatFlow4DModel, {**FLOW_4D_DEFAULTS, **four_d_args},
+                          is_new_key=lambda key: key.startswith(TEMPORAL_KEY_PREFIXES))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-import torch
 import torch.nn as nn
 
 from ss4d.frames import check_folded_batch
@@ -33,6 +32,8 @@ from trellis_ext.models.structured_latent_vae import SLatEncoder, SLatGaussianDe
 from trellis_ext.modules.embeddings import AbsolutePositionEmbedder
 from trellis_ext.representations.gaussian import Gaussian
 from trellis_ext.sparse import SparseTensor
+
+from .weight_transfer import build_inflated
 
 __all__ = ["SLatEncoder4D", "SLatGaussianDecoder4D", "inflate_slat_encoder", "inflate_slat_decoder",
            "VAE_4D_DEFAULTS", "PE_MODES_4D"]
@@ -138,19 +139,7 @@ class SLatGaussianDecoder4D(_Temporal4DBackboneMixin, SLatGaussianDecoder):
 
 # ------------------------------------------------------------------------------------ inflation
 def _inflate(model3d: nn.Module, cls, four_d_args: Dict[str, Any]) -> nn.Module:
-    args = getattr(model3d, "init_args", None)
-    if not args:
-        raise ValueError(f"cannot inflate {type(model3d).__name__}: it records no constructor args "
-                         "(build it through trellis_ext.models)")
-    args = {**args, **VAE_4D_DEFAULTS, **four_d_args}
-    model = cls(**args)
-    state = model3d.state_dict()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"inflating {type(model3d).__name__} into {cls.__name__}: the 4D VAE must have "
-                           f"exactly TRELLIS's keys; missing {missing[:10]}, unexpected {unexpected[:10]}")
-    ref = next(model3d.parameters(), None)
-    return model.to(ref.device) if ref is not None else model
+    return build_inflated(model3d, cls, {**VAE_4D_DEFAULTS, **four_d_args})
 
 
 def inflate_slat_encoder(trellis_encoder: SLatEncoder, **four_d_args) -> SLatEncoder4D:

@@ -24,7 +24,7 @@ so an inserted Temporal Layer starts as the identity (shift = scale = gate = 0).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -33,10 +33,11 @@ from ss4d.frames import FrameLayoutError, check_folded_batch
 from ss4d.modules.rope import DEFAULT_BASE
 from ss4d.modules.temporal_attention import temporal_block_window
 from ss4d.modules.temporal_blocks import ModulatedTransformerCross4DBlock
-from trellis_ext.models import CheckpointError
 from trellis_ext.models.base import zero_module
 from trellis_ext.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis_ext.modules.spatial import patchify
+
+from .weight_transfer import build_inflated
 
 __all__ = ["SparseStructureFlow4DModel", "inflate_ss_flow", "PE_MODES", "FOUR_D_ARGS", "TEMPORAL_PARAM_PREFIXES"]
 
@@ -174,26 +175,8 @@ def inflate_ss_flow(trellis_ss_flow: SparseStructureFlowModel, **four_d_args: An
     unknown = set(four_d_args) - set(FOUR_D_ARGS)
     if unknown:
         raise TypeError(f"unknown 4D args {sorted(unknown)}; accepted: {FOUR_D_ARGS}")
-    args: Dict[str, Any] = dict(trellis_ss_flow.init_args)
-    if not args:
-        raise ValueError("the TRELLIS model carries no constructor args (init_args); build it through "
-                         "trellis_ext so they are recorded")
-    args.update(four_d_args)
-    with torch.device(trellis_ss_flow.device):
-        model = SparseStructureFlow4DModel(**args)
-    model.convert_torso(trellis_ss_flow.dtype)
-
-    source = trellis_ss_flow.state_dict()
-    own = model.state_dict()
-    unexpected = sorted(set(source) - set(own))
-    wrong = sorted(k for k in set(source) & set(own) if own[k].shape != source[k].shape)
-    missing = sorted(k for k in set(own) - set(source) if not _temporal_key(k))
-    if unexpected or wrong or missing:
-        raise CheckpointError(f"TRELLIS structure flow does not fit the 4D model: unexpected {unexpected[:8]}, "
-                              f"shape mismatch {wrong[:8]}, missing non-temporal {missing[:8]}")
-    model.load_state_dict(source, strict=False)  # the checks above make this strict on TRELLIS's keys
-
+    model = build_inflated(trellis_ss_flow, SparseStructureFlow4DModel, four_d_args, is_new_key=_temporal_key)
     if model.insert_temporal:
         for block, block3d in zip(model.blocks, trellis_ss_flow.blocks):
             block.absorb_cross_norm_affine(block3d.norm2.weight, block3d.norm2.bias)
-    return model.train(trellis_ss_flow.training)
+    return model

@@ -7,9 +7,8 @@ inverse map; skip features concatenated on channels) -> non-affine LN -> ``out_l
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

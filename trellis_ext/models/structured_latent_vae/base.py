@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Tuple
 
-import torch
 import torch.nn as nn
 
 from ...modules.embeddings import AbsolutePositionEmbedder
