@@ -7,6 +7,9 @@ from .checkpoint import CheckpointError, build_model, from_pretrained, load_conf
     save_pretrained
 from .registry import UnknownModelError, get_model_class, known_model_names, register_model
 
+__all__ = ["CheckpointError", "build_model", "from_pretrained", "load_config", "load_state_dict_strict",
+           "save_pretrained", "UnknownModelError", "get_model_class", "known_model_names", "register_model"]
+
 
 def __getattr__(name):
     # lazy access to the model classes: trellis_ext.models.SLatFlowModel etc.

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ..modules.fp16 import convert_module_to, zero_module
 
-__all__ = ["TrellisModel", "xavier_init_linears", "zero_module"]
+__all__ = ["TrellisModel", "xavier_init_linears", "zero_module", "init_flow_transformer"]
 
 T_EMBEDDER_INIT_STD = 0.02  # TRELLIS draws the timestep-MLP weights from N(0, 0.02²)
 
@@ -27,6 +27,19 @@ def init_timestep_embedder(t_embedder: nn.Module) -> None:
     for m in t_embedder.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=T_EMBEDDER_INIT_STD)
+
+
+def init_flow_transformer(model: nn.Module) -> None:
+    """TRELLIS's flow-model init: xavier Linears, N(0, 0.02) timestep MLP, zero adaLN outputs and a
+    zero ``out_layer`` (every block starts as the identity and the model predicts zero velocity)."""
+    xavier_init_linears(model)
+    init_timestep_embedder(model.t_embedder)
+    if getattr(model, "share_mod", False):
+        zero_module(model.adaLN_modulation[-1])
+    for block in model.blocks:
+        if hasattr(block, "adaLN_modulation"):
+            zero_module(block.adaLN_modulation[-1])
+    zero_module(model.out_layer)
 
 
 class TrellisModel(nn.Module):

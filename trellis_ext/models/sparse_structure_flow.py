@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..modules.embeddings import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.spatial import patchify, unpatchify
 from ..modules.transformer import ModulatedTransformerCrossBlock
-from .base import TrellisModel, init_timestep_embedder, xavier_init_linears, zero_module
+from .base import TrellisModel, init_flow_transformer
 
 __all__ = ["SparseStructureFlowModel", "grid_positions"]
 
@@ -72,16 +72,8 @@ class SparseStructureFlowModel(TrellisModel):
         self._finish_init(use_fp16)
 
     def initialize_weights(self) -> None:
-        """TRELLIS's init: xavier Linears, N(0, 0.02) timestep MLP, zero adaLN outputs and out_layer
-        (every block starts as the identity and the model predicts zero)."""
-        xavier_init_linears(self)
-        init_timestep_embedder(self.t_embedder)
-        if self.share_mod:
-            zero_module(self.adaLN_modulation[-1])
-        for block in self.blocks:
-            if hasattr(block, "adaLN_modulation"):
-                zero_module(block.adaLN_modulation[-1])
-        zero_module(self.out_layer)
+        """TRELLIS's init (see ``init_flow_transformer``)."""
+        init_flow_transformer(self)
 
     def _make_block(self, index: int, channels: int, cond_channels: int, mlp_ratio: float,
                     qk_rms_norm: bool, qk_rms_norm_cross: bool) -> nn.Module:

@@ -17,7 +17,7 @@ from ..modules.embeddings import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.norm import LayerNorm32
 from ..modules.transformer import ModulatedSparseTransformerCrossBlock
 from ..sparse import SparseConv3d, SparseDownsample, SparseLinear, SparseTensor, SparseUpsample
-from .base import TrellisModel, init_timestep_embedder, xavier_init_linears, zero_module
+from .base import TrellisModel, init_flow_transformer, zero_module
 
 __all__ = ["SparseResBlock3d", "SLatFlowModel"]
 
@@ -145,16 +145,8 @@ class SLatFlowModel(TrellisModel):
         self._finish_init(use_fp16)
 
     def initialize_weights(self) -> None:
-        """TRELLIS's init: xavier Linears, N(0, 0.02) timestep MLP, zero adaLN outputs, zero res-block
-        ``conv2`` (set at construction) and zero ``out_layer``."""
-        xavier_init_linears(self)
-        init_timestep_embedder(self.t_embedder)
-        if self.share_mod:
-            zero_module(self.adaLN_modulation[-1])
-        for block in self.blocks:
-            if hasattr(block, "adaLN_modulation"):
-                zero_module(block.adaLN_modulation[-1])
-        zero_module(self.out_layer)
+        """TRELLIS's init (see ``init_flow_transformer``); res-block ``conv2`` is zeroed at construction."""
+        init_flow_transformer(self)
 
     def _make_res_block(self, channels: int, out_channels: int, downsample: bool = False,
                         upsample: bool = False) -> nn.Module:
