@@ -20,10 +20,10 @@ $(STAMP): setup.py Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 	    echo "[setup] CUDA found: installing torch and the 'cuda' extra"; \
-	    $(VPY) -m pip install -q "torch" && EXTRA="dev,pipeline,cuda"; \
+	    $(VPY) -m pip install -q "torch" && EXTRA="dev,pipeline,data,cuda"; \
 	else \
 	    echo "[setup] no CUDA: installing torch==$(TORCH) (CPU)"; \
-	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="dev,pipeline"; \
+	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="dev,pipeline,data"; \
 	fi; \
 	$(VPY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > constraints.txt; \
 	$(VPY) -m pip install -q -c constraints.txt -e ".[$$EXTRA]"
@@ -32,7 +32,9 @@ $(STAMP): setup.py Makefile
 demo: setup
 	$(VPY) scripts/demo.py
 
-test: setup
+# The data toolkit's Blender checks need .venv-blender (bpy is cp311-only): installed when this
+# Python is 3.11, otherwise those tests skip with a note.
+test: setup setup-blender-if-possible
 	$(VPY) -m pytest -q tests
 
 test-fast: setup
@@ -42,4 +44,28 @@ bench: setup
 	$(VPY) scripts/bench_backends.py
 
 clean:
-	rm -rf $(VENV) constraints.txt
+	rm -rf $(VENV) $(BLENDER_VENV) constraints.txt
+
+# Blender as a Python module: the renderer of record of `ss4d-build-dataset` (ss4d/data/render_blender.py
+# runs in it as a subprocess). Its own venv because bpy pins numpy<2 and ships a cp311-only wheel
+# (374 MB; ~30 s to install). Idempotent; the data tests skip the Blender checks without it.
+BLENDER_VENV  ?= .venv-blender
+BLENDER_PY    ?= $(PY)
+BPY           ?= 5.0.1
+BLENDER_STAMP := $(BLENDER_VENV)/.ss4d-bpy-$(BPY)
+
+.PHONY: setup-blender setup-blender-if-possible
+setup-blender: $(BLENDER_STAMP)
+
+setup-blender-if-possible:
+	@if $(BLENDER_PY) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))"; then \
+	    $(MAKE) --no-print-directory setup-blender; \
+	else echo "[setup-blender] skipped: bpy==$(BPY) needs Python 3.11 (the Blender data tests will skip)"; fi
+
+$(BLENDER_STAMP):
+	@$(BLENDER_PY) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))" || \
+	    { echo "[setup-blender] bpy==$(BPY) needs Python 3.11 (set BLENDER_PY=python3.11)"; exit 1; }
+	@test -x $(BLENDER_VENV)/bin/python || $(BLENDER_PY) -m venv $(BLENDER_VENV)
+	$(BLENDER_VENV)/bin/python -m pip install -q "bpy==$(BPY)"
+	@$(BLENDER_VENV)/bin/python -c "import bpy; print('[setup-blender] bpy', bpy.app.version_string)"
+	@touch $@

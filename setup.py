@@ -19,7 +19,10 @@ EXTRAS = {
     # Python 3.12 wheel, spconv-cu126 does. flash-attn has no wheel on PyPI, so it is not listed.
     "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging"],
     "dev": ["pytest>=7", "pytest-timeout"],
-    "pipeline": ["transformers>=4.40", "accelerate>=0.30"],
+    "pipeline": ["transformers>=4.48", "accelerate>=0.30"],
+    # data toolkit (ss4d-build-dataset): DINOv2-with-registers lives in transformers>=4.48. Blender
+    # (bpy==5.0.1, numpy<2, cp311) cannot share this environment: `make setup-blender`.
+    "data": ["transformers>=4.48"],
 }
 
 setup(
@@ -32,6 +35,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.1"] + CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
+                                    "ss4d-build-dataset = ss4d.data.build:main"]},
     license="MIT",
 )

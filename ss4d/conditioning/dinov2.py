@@ -74,13 +74,14 @@ class DINOv2Encoder(nn.Module):
         return next(self.model.parameters()).dtype
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """[T, 3, H, W] in [0, 1] -> resized to 518^2 (bicubic, antialiased) and ImageNet-normalised."""
+        """[T, 3, H, W] in [0, 1] -> resized to 518^2 (bicubic) and ImageNet-normalised."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [T, 3, H, W], got {tuple(images.shape)}")
         x = images.to(self.device, torch.float32)
         if x.shape[-2:] != (self.image_size, self.image_size):
+            shrink = max(x.shape[-2:]) > self.image_size  # antialiasing only matters when downsampling
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
-                              antialias=True).clamp(0.0, 1.0)
+                              antialias=shrink).clamp(0.0, 1.0)
         return ((x - self.mean) / self.std).to(self.dtype)
 
     @torch.no_grad()
@@ -182,7 +183,7 @@ def hub_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
     if any(k.endswith("mlp.w12.weight") for k in sd):
         raise ValueError("SwiGLU DINOv2 checkpoints (ViT-g) are not supported")
     return dict(hidden_size=dim, num_hidden_layers=depth, num_attention_heads=dim // HEAD_DIM,
-                mlp_ratio=fc1.shape[0] / dim, patch_size=patch, image_size=side * patch,
+                mlp_ratio=fc1.shape[0] // dim, patch_size=patch, image_size=side * patch,
                 num_register_tokens=sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
                 layerscale_value=1e-5, layer_norm_eps=LAYER_NORM_EPS)
 

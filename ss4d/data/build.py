@@ -1,6 +1,6 @@
 """``ss4d-build-dataset``: animated 3D assets -> 4D training samples (see docs/data.md).
 
-Steps per clip, in order (each writes one folder atomically: ``<name>.tmp-<pid>`` then rename, with
+Steps per clip, in order (each writes one folder atomically: ``<name>.tmp-<host>-<pid>`` then rename, with
 a ``step.json`` holding the step's parameters and their hash; a folder whose hash matches the
 current parameters is a finished item and is skipped, anything else is redone):
 
@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -59,6 +60,11 @@ ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # ------------------------------------------------------------------------------------ helpers
+def tmp_suffix() -> str:
+    """``.tmp-<host>-<pid>``: unique per process even with many machines on one shared file system."""
+    return f"{TMP_MARK}{sanitize(socket.gethostname())}-{os.getpid()}"
+
+
 def sanitize(name: str) -> str:
     return ID_SAFE.sub("-", name).strip("-.") or "x"
 
@@ -76,7 +82,7 @@ def file_sha256(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + f"{TMP_MARK}{os.getpid()}")
+    tmp = path.with_name(path.name + tmp_suffix())
     tmp.write_text(json.dumps(data, indent=1, default=_json_default))
     os.replace(tmp, path)
 
@@ -106,7 +112,7 @@ class StepWriter:
 
     def __init__(self, final: Path, params: dict, info: dict | None = None):
         self.final, self.params, self.info = final, params, info or {}
-        self.tmp = final.with_name(final.name + f"{TMP_MARK}{os.getpid()}")
+        self.tmp = final.with_name(final.name + tmp_suffix())
 
     def __enter__(self) -> Path:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -251,6 +257,7 @@ class DatasetBuilder:
             from .render import resolve_renderer
 
             self._renderer = resolve_renderer(self.cfg.renderer)
+            self.cfg.render.torch_device = self.device
         return self._renderer
 
     def dino(self):
@@ -369,12 +376,12 @@ class DatasetBuilder:
                        "animation_index": clip.index, "clip_start": clip.start, "clip_duration": clip.duration})
         step = "mesh"
         try:
-            record.setdefault("sha256", file_sha256(path))
+            record["sha256"] = file_sha256(path)
             ctx = _ClipContext(self, path, clip, cdir, record)
-            for step in ("mesh", "voxelize", "render", "cond", "features", "ss_latent", "latent"):
+            for step in STEPS:  # steps not in --steps only check their outputs (dependents need them)
+                t0 = time.time()
+                getattr(ctx, f"step_{step}")()
                 if step in cfg.steps:
-                    t0 = time.time()
-                    getattr(ctx, f"step_{step}")()
                     sec = self.summary.step_seconds
                     sec[step] = round(sec.get(step, 0.0) + time.time() - t0, 3)
                 if step == "voxelize" and record.get("flagged") and cfg.skip_flagged:
@@ -406,16 +413,27 @@ class _ClipContext:
         self.b, self.cfg, self.path, self.clip, self.cdir, self.record = b, b.cfg, path, clip, cdir, record
         self._seq = None
         self.hashes: dict[str, str] = {}
+        self.missing: set[str] = set()  # steps outside --steps whose outputs are absent or stale
 
     def _run(self, step: str, folder: Path, params: dict) -> bool:
-        """True if the step must run (records the expected hash either way)."""
+        """True if the step must run now. Records the expected hash either way; a step outside
+        ``--steps`` never runs and is noted as missing when its outputs do not match."""
         h = params_hash(params)
         self.hashes[step] = h
-        if not self.cfg.overwrite and step_done(folder, h):
-            self.b.count(step, False)
+        wanted = step in self.cfg.steps
+        done = step_done(folder, h) and not (self.cfg.overwrite and wanted)
+        if not wanted:
+            if not done:
+                self.missing.add(step)
             return False
-        self.b.count(step, True)
-        return True
+        self.b.count(step, not done)
+        return not done
+
+    def _need(self, *steps: str) -> None:
+        for st in steps:
+            if st in self.missing:
+                raise RuntimeError(f"step '{st}' has no up-to-date output for these settings; "
+                                   f"add it to --steps (or match the earlier --renderer/--views/... flags)")
 
     # ---------------------------------------------------------------- mesh
     @property
@@ -446,6 +464,8 @@ class _ClipContext:
             with StepWriter(folder, params, {"vertices": seq.num_vertices, "faces": len(seq.faces)}) as tmp:
                 save_mesh_sequence(seq, tmp)
             self._seq = seq
+        if "mesh" in self.missing:
+            return
         s = self.seq
         self.record.update({"num_frames": s.num_frames, "fps": cfg.fps, "time_mode": cfg.time_mode,
                             "times": [float(t) for t in s.times], "mesh_vertices": s.num_vertices,
@@ -460,9 +480,12 @@ class _ClipContext:
         params = {"mesh": self.hashes.get("mesh"), "resolution": res}
         folder = self.cdir / "voxels"
         if self._run("voxelize", folder, params):
+            self._need("mesh")
             with StepWriter(folder, params) as tmp:
                 for t in range(self.seq.num_frames):
                     save_voxels(tmp / f"{t:03d}.npz", voxelize_surface(self.seq.vertices[t], self.seq.faces, res), res)
+        if "voxelize" in self.missing:
+            return
         vox = [load_voxels(folder / f"{t:03d}.npz")[0] for t in range(self.record["num_frames"])]
         counts = [int(len(v)) for v in vox]
         ious = [voxel_iou(vox[0], v, res) for v in vox[1:]]
@@ -498,6 +521,7 @@ class _ClipContext:
         params = self._render_params()
         folder = self.cdir / "renders"
         if self._run("render", folder, params):
+            self._need("mesh")
             cond_params, cond_folder = self._cond_params(), self.cdir / "cond"
             # Blender renders the conditioning video in the same job when it is due as well
             with_cond = ("cond" in self.cfg.steps and self._run("cond", cond_folder, cond_params))
@@ -510,6 +534,8 @@ class _ClipContext:
                 else:
                     render_clip(self.seq, self.cdir / "mesh", tmp, None, self.record["clip_id"],
                                 self.cfg.render, self.b.renderer)
+        if "render" in self.missing:
+            return
         self.record.update({"rendered": True, "renderer": self.b.renderer, "num_views": self.cfg.render.num_views,
                             "render_resolution": self.cfg.render.resolution})
 
@@ -521,10 +547,12 @@ class _ClipContext:
         params = self._cond_params()
         folder = self.cdir / "cond"
         if self._run("cond", folder, params):
+            self._need("mesh")
             with StepWriter(folder, params) as tmp:
                 render_clip(self.seq, self.cdir / "mesh", None, tmp, self.record["clip_id"], self.cfg.render,
                             self.b.renderer)
-        self.record["cond_rendered"] = True
+        if "cond" not in self.missing:
+            self.record["cond_rendered"] = True
 
     # ---------------------------------------------------------------- features
     def step_features(self) -> None:
@@ -532,18 +560,17 @@ class _ClipContext:
             return
         from .features import aggregate_features, extract_patch_maps, images_to_tensor
         from .render import frame_dir_name, load_frame_renders
-        from .voxelize import load_voxels
+        from .voxelize import index_dtype, load_voxels
 
         cfg, b = self.cfg, self.b
         name = b.feature_name
         params = {"renders": self.hashes.get("render"), "voxels": self.hashes.get("voxelize"),
                   "model": cfg.feature_model, "aggregation": cfg.aggregation,
                   "tolerance": cfg.visibility_tolerance}
-        if params["renders"] is None or params["voxels"] is None:
-            raise RuntimeError("features need the render and voxelize steps")
         folder = self.cdir / "features" / name
         tokens = []
         if self._run("features", folder, params):
+            self._need("render", "voxelize")
             enc = b.dino()
             with StepWriter(folder, params) as tmp:
                 for t in range(self.record["num_frames"]):
@@ -553,10 +580,12 @@ class _ClipContext:
                     vf = aggregate_features(idx, res, maps, cams, depth, cfg.aggregation, cfg.visibility_tolerance)
                     if len(vf.indices) == 0:
                         raise RuntimeError(f"frame {t}: no voxel is seen by any view")
-                    np.savez_compressed(tmp / f"{t:03d}.npz", indices=vf.indices.astype(np.uint8 if res <= 256 else np.uint16),
+                    np.savez_compressed(tmp / f"{t:03d}.npz", indices=vf.indices.astype(index_dtype(res)),
                                         patchtokens=vf.feats.astype(np.float16),
                                         num_views=vf.num_views.astype(np.uint16), resolution=np.int64(res))
                     tokens.append(int(len(vf.indices)))
+        elif "features" in self.missing:
+            return
         else:
             for t in range(self.record["num_frames"]):
                 with np.load(folder / f"{t:03d}.npz") as z:
@@ -576,23 +605,28 @@ class _ClipContext:
         params = {"voxels": self.hashes.get("voxelize"), "encoder": str(self.cfg.ss_encoder)}
         folder = self.cdir / "ss_latents" / name
         if self._run("ss_latent", folder, params):
+            self._need("voxelize")
             vox = [load_voxels(self.cdir / "voxels" / f"{t:03d}.npz")[0] for t in range(self.record["num_frames"])]
             z = encode_ss_latents(self.b.ss_encoder(), vox, self.cfg.voxel_resolution)
             with StepWriter(folder, params) as tmp:
                 for t in range(len(z)):
                     np.savez_compressed(tmp / f"{t:03d}.npz", mean=z[t].astype(np.float32))
-        self.record.setdefault("ss_latents", {})[name] = True
+        if "ss_latent" not in self.missing:
+            self.record.setdefault("ss_latents", {})[name] = True
 
     def step_latent(self) -> None:
         if not (self.cfg.slat_encoder and self.cfg.feature_model):
             return
         from .encode import encode_slat_latents, encoder_name
+        from .voxelize import index_dtype
 
+        res = self.cfg.voxel_resolution
         feat = self.b.feature_name
         name = f"{feat}__{encoder_name(self.cfg.slat_encoder)}"
         params = {"features": self.hashes.get("features"), "encoder": str(self.cfg.slat_encoder)}
         folder = self.cdir / "latents" / name
         if self._run("latent", folder, params):
+            self._need("features")
             frames = []
             for t in range(self.record["num_frames"]):
                 with np.load(self.cdir / "features" / feat / f"{t:03d}.npz") as z:
@@ -600,8 +634,10 @@ class _ClipContext:
             lat = encode_slat_latents(self.b.slat_encoder(), frames)
             with StepWriter(folder, params) as tmp:
                 for t, (coords, feats) in enumerate(lat):
-                    np.savez_compressed(tmp / f"{t:03d}.npz", coords=coords.astype(np.uint8), feats=feats.astype(np.float32))
-        self.record.setdefault("latents", {})[name] = True
+                    np.savez_compressed(tmp / f"{t:03d}.npz", coords=coords.astype(index_dtype(res)),
+                                        feats=feats.astype(np.float32))
+        if "latent" not in self.missing:
+            self.record.setdefault("latents", {})[name] = True
 
 
 # ------------------------------------------------------------------------------------ blender mesh path
@@ -679,7 +715,7 @@ def write_metadata(out: Path) -> tuple[int, int]:
 
 
 def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + f"{TMP_MARK}{os.getpid()}")
+    tmp = path.with_name(path.name + tmp_suffix())
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -756,10 +792,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--denoise", action="store_true", help="Cycles denoising (OpenImageDenoise)")
     g.add_argument("--blender-device", choices=("auto", "cpu", "gpu"), default="auto")
     g.add_argument("--blender-threads", type=int, default=0, help="Cycles CPU threads (0 = all)")
+    g.add_argument("--blender-timeout", type=float, default=0,
+                   help="seconds before a clip's Blender job is killed and the clip reported as failed (0 = none)")
     g.add_argument("--ssaa", type=int, default=d.ssaa, help="torch renderer supersampling per axis")
     g.add_argument("--seed", type=int, default=0, help="camera randomisation seed")
     g = p.add_argument_group("voxels, features, latents")
-    g.add_argument("--voxel-resolution", type=int, default=DEFAULT_RESOLUTION)
+    g.add_argument("--voxel-resolution", type=int, default=DEFAULT_RESOLUTION,
+                   help=f"surface voxel grid per axis over [-0.5, 0.5]^3 (default {DEFAULT_RESOLUTION}, TRELLIS)")
     g.add_argument("--feature-model", default=None,
                    help="DINOv2-reg source: a local transformers folder, a torch.hub checkpoint, or tiny-random "
                         "(tests); features are skipped without it")
@@ -771,6 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ss-encoder", default=None, help="SS VAE encoder checkpoint stem (<path>.json/.safetensors)")
     g.add_argument("--slat-encoder", default=None, help="SLat (3D or 4D) encoder checkpoint stem")
     g.add_argument("--device", default="auto", help="torch device for features/encoders (auto: cuda if present)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = torch's default; 1 is fastest on small/busy machines)")
     g = p.add_argument_group("filtering")
     g.add_argument("--static-iou", type=float, default=DEFAULT_STATIC_IOU,
                    help="flag a clip as low-motion when every frame's voxel IoU with frame 0 is >= this")
@@ -806,13 +847,11 @@ def config_from_args(a: argparse.Namespace) -> BuildConfig:
                           ("--ssaa", a.ssaa, 1)):
         if val < lo:
             err(f"{name} must be >= {lo}, got {val}")
-    if a.voxel_resolution > 256 and ("ss_latent" in steps or "latent" in steps):
-        log.warning("voxel resolution %d > 256: latent coords are stored as uint8 only up to 256", a.voxel_resolution)
     render = RenderSettings(num_views=a.views, resolution=a.resolution, radius=a.radius, fov_deg=a.fov,
                             cond_camera=a.cond_camera, cond_resolution=a.cond_resolution or a.resolution,
                             cond_fov_deg=a.fov, cond_video=not a.no_cond_video, samples=a.samples,
                             denoise=a.denoise, device=a.blender_device, threads=a.blender_threads, ssaa=a.ssaa,
-                            seed=a.seed)
+                            seed=a.seed, timeout_s=a.blender_timeout)
     return BuildConfig(output=Path(a.output), frames=a.frames, fps=a.fps, time_mode=a.time_mode,
                        animations=a.animations, mesh_source=a.mesh_source, voxel_resolution=a.voxel_resolution,
                        render=render, renderer=a.renderer, feature_model=a.feature_model,
@@ -827,7 +866,7 @@ def format_summary(s: RunSummary, out: Path) -> str:
     d = s.as_dict()
     v, tk = d["voxels_per_frame"], d["tokens_per_frame"]
     lines = [f"ss4d-build-dataset rank {s.rank}/{s.world_size}: {s.assets} assets, {s.clips_total} clips "
-             f"({s.clips_ok} ok, {s.clips_flagged} flagged, {len(s.failures)} failed), {s.frames} frames, "
+             f"({s.clips_ok} ok, {s.clips_flagged} flagged), {len(s.failures)} failures, {s.frames} frames, "
              f"{s.seconds:.1f}s -> {out}"]
     if v.get("count"):
         lines.append(f"  voxels/frame: mean {v['mean']:.0f}, min {v['min']}, max {v['max']}")
@@ -847,6 +886,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.merge_only:
         n_clips, n_frames = write_metadata(cfg.output)
         stats = compute_latent_stats(cfg.output)

@@ -367,7 +367,7 @@ class GLTFAnimator:
         times = np.asarray(times, np.float64).reshape(-1)
         world = self.world_matrices(anim_index, times)
         weights = self.morph_weights(anim_index, times)
-        skins, nodes = self.doc.get("skins"), self.doc.get("nodes")
+        nodes = self.doc.get("nodes")
         n_t = len(times)
         verts, faces, uvs, cols, fmat = [], [], [], [], []
         offset = 0
@@ -387,14 +387,10 @@ class GLTFAnimator:
                 jm = skin_cache[skin_idx]
                 if p.joints.max(initial=0) >= jm.shape[1]:
                     raise GLTFError(f"{self.doc.path.name}: JOINTS index exceeds skin {skin_idx} joint count")
-                out = np.zeros((n_t, nv, 4))
-                for slot in range(p.joints.shape[1]):
-                    w = p.weights[:, slot]
-                    if not np.any(w):
-                        continue
-                    m = jm[:, p.joints[:, slot]]  # [T, V, 4, 4]
-                    out += w[None, :, None] * np.einsum("tvij,tvj->tvi", m, homo)
-                pos = out[..., :3]
+                pos = np.empty((n_t, nv, 3))
+                for t in range(n_t):  # per frame keeps memory at O(V) for big meshes / long clips
+                    blended = np.einsum("vs,vsij->vij", p.weights, jm[t][p.joints])  # [V, 4, 4]
+                    pos[t] = np.einsum("vij,vj->vi", blended, homo[t])[:, :3]
             else:
                 pos = np.einsum("tij,tvj->tvi", world[:, p.node], homo)[..., :3]
             verts.append(pos)
@@ -405,7 +401,6 @@ class GLTFAnimator:
             if any_col:
                 cols.append(p.colors if p.colors is not None else np.ones((nv, 4), np.float32))
             offset += nv
-        del skins
         return MeshSequence(
             vertices=np.concatenate(verts, 1), faces=np.concatenate(faces, 0), times=times,
             uv=np.concatenate(uvs, 0) if any_uv else None, colors=np.concatenate(cols, 0) if any_col else None,
@@ -444,6 +439,9 @@ def load_animated_mesh(path: str | Path, animation: int | None, times: np.ndarra
     animator = GLTFAnimator(doc, scene=scene)
     seq = to_z_up(animator.evaluate(animation, times))
     anims = doc.get("animations")
-    anim_name = (anims[animation].get("name") or f"animation_{animation}") if animation is not None else STATIC_CLIP_NAME
+    if animation is None:
+        anim_name = STATIC_CLIP_NAME
+    else:
+        anim_name = anims[animation].get("name") or f"animation_{animation}"
     seq.name = f"{Path(path).stem}/{anim_name}"
     return normalize_clip(seq) if normalize else seq

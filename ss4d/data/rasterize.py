@@ -108,7 +108,8 @@ def rasterize(verts_cam: torch.Tensor, faces: torch.Tensor, intrinsics: torch.Te
     bw = (j1 - j0 + 1).clamp_min(0)
     bh = (i1 - i0 + 1).clamp_min(0)
     # also reject boxes entirely outside the image
-    tri_ok &= (fx.max(1).values >= 0) & (fx.min(1).values <= width) & (fy.max(1).values >= 0) & (fy.min(1).values <= height)
+    tri_ok &= (fx.max(1).values >= 0) & (fx.min(1).values <= width)
+    tri_ok &= (fy.max(1).values >= 0) & (fy.min(1).values <= height)
     counts = torch.where(tri_ok, bw * bh, torch.zeros_like(bw)).to(torch.int64)
     face_ids = torch.nonzero(counts > 0).squeeze(1)
     if face_ids.numel() == 0:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass
@@ -43,6 +41,7 @@ DEPTH_FILE = "depth.npz"
 COND_DIR = "cond"
 COND_VIDEO = "video.mp4"
 COND_VIDEO_BACKGROUND = 255
+COND_VIDEO_FPS = 8.0
 BLENDER_PROBE_TIMEOUT_S = 120
 
 
@@ -63,6 +62,7 @@ class RenderSettings:
     device: str = "auto"  # blender: auto | cpu | gpu
     threads: int = 0  # blender: 0 = all cores
     ssaa: int = 2  # torch renderer: supersampling per axis
+    torch_device: str = "cpu"  # torch renderer: device (the builder passes --device)
     seed: int = 0  # camera offsets; per clip it is mixed with the clip id
     timeout_s: float = 0  # blender subprocess timeout, 0 = none
 
@@ -164,6 +164,9 @@ def render_clip(seq: MeshSequence, mesh_dir: Path | None, renders_dir: Path | No
     may be None to skip that part. Returns a small record (renderer, views, resolution...).
     """
     frames = list(range(seq.num_frames)) if frames is None else frames
+    for d in (renders_dir, cond_dir):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
     views, cond_cam = clip_cameras(clip_id, settings)
     if renderer == "blender":
         if mesh_dir is None:
@@ -193,7 +196,8 @@ def _render_torch(seq, renders_dir, cond_dir, views, cond_cam, frames, settings)
 
     from .rasterize import MeshRenderer
 
-    r = MeshRenderer(seq.faces, seq.materials, seq.face_material, seq.uv, seq.colors, ssaa=settings.ssaa)
+    r = MeshRenderer(seq.faces, seq.materials, seq.face_material, seq.uv, seq.colors, ssaa=settings.ssaa,
+                     device=settings.torch_device)
     for t in frames:
         if renders_dir is not None:
             out = renders_dir / frame_dir_name(t)
@@ -223,7 +227,7 @@ def _render_blender(mesh_dir, renders_dir, cond_dir, views, cond_cam, frames, se
     job = {"mode": "render", "mesh_dir": str(mesh_dir), "frames": job_frames, "samples": settings.samples,
            "denoise": settings.denoise, "device": settings.device, "threads": settings.threads}
     base = renders_dir if renders_dir is not None else cond_dir
-    with tempfile.TemporaryDirectory(prefix=".blender-", dir=base.parent) as work:
+    with tempfile.TemporaryDirectory(prefix="blender.tmp-", dir=base.parent) as work:  # *.tmp-* = stale if killed
         run_blender_job(job, Path(work), settings.timeout_s)
     for t in frames:  # verify outputs
         if renders_dir is not None:
@@ -235,7 +239,7 @@ def _render_blender(mesh_dir, renders_dir, cond_dir, views, cond_cam, frames, se
             raise RuntimeError(f"Blender did not write conditioning frame {t}")
 
 
-def write_preview_video(cond_dir: Path, frames: list[int], fps: float = 8.0) -> None:
+def write_preview_video(cond_dir: Path, frames: list[int], fps: float = COND_VIDEO_FPS) -> None:
     """``cond/video.mp4`` (RGBA composited over white) for eyeballing; skipped without ffmpeg."""
     try:
         import imageio.v2 as imageio
@@ -273,11 +277,3 @@ def load_frame_renders(frame_dir: Path) -> tuple[np.ndarray, np.ndarray, list[Ca
     for cam in cams:  # older files may lack w/h
         cam.width, cam.height = rgba.shape[2], rgba.shape[1]
     return rgba, depth, cams
-
-
-def python_executable() -> str:
-    return sys.executable
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -45,6 +45,13 @@ LIGHTS = (  # (type, location, energy W, size) in the normalised Z-up scene
 )
 WRAP_TO_EXTENSION = {"repeat": "REPEAT", "clamp": "EXTEND", "mirror": "MIRROR"}
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
+# light-path budget (TRELLIS-like: 1 diffuse + 1 glossy bounce), 1-pixel filter
+CYCLES_BOUNCES = {"max_bounces": 4, "diffuse_bounces": 1, "glossy_bounces": 1, "transparent_max_bounces": 3,
+                  "transmission_bounces": 3}
+CYCLES_FILTER_WIDTH = 1.0
+DEFAULT_SAMPLES = 64
+CAMERA_CLIP = (0.01, 100.0)  # near / far clipping distances (scene is the unit cube at distance ~2)
+DEFAULT_ROUGHNESS = 0.5
 DEPTH_ITEM = "depth"
 
 
@@ -61,14 +68,11 @@ def setup_render(job: dict) -> None:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     cyc = scene.cycles
-    cyc.samples = int(job.get("samples", 64))
+    cyc.samples = int(job.get("samples", DEFAULT_SAMPLES))
     cyc.use_adaptive_sampling = True
-    cyc.max_bounces = 4
-    cyc.diffuse_bounces = 1
-    cyc.glossy_bounces = 1
-    cyc.transparent_max_bounces = 3
-    cyc.transmission_bounces = 3
-    cyc.filter_width = 1.0
+    for name, value in CYCLES_BOUNCES.items():
+        setattr(cyc, name, value)
+    cyc.filter_width = CYCLES_FILTER_WIDTH
     cyc.use_denoising = bool(job.get("denoise", False))
     cyc.device = "CPU"
     if job.get("device", "auto") in ("auto", "gpu"):
@@ -193,7 +197,7 @@ def make_material(m: dict, mesh_dir: Path, has_colors: bool, index: int):
         mat.use_nodes = True
         nt = mat.node_tree
     bsdf = next(n for n in nt.nodes if n.type == "BSDF_PRINCIPLED")
-    bsdf.inputs["Roughness"].default_value = 0.5
+    bsdf.inputs["Roughness"].default_value = DEFAULT_ROUGHNESS
     bsdf.inputs["Metallic"].default_value = 0.0
     factor = list(m.get("base_color_factor", [1, 1, 1, 1]))
     color_socket = None
@@ -248,7 +252,7 @@ def run_render(job: dict) -> None:
     depth_path = setup_depth_output(depth_tmp)
     obj, verts = build_mesh(Path(job["mesh_dir"]))
     cam = bpy.data.cameras.new("cam")
-    cam.clip_start, cam.clip_end = 0.01, 100.0
+    cam.clip_start, cam.clip_end = CAMERA_CLIP
     cam_obj = bpy.data.objects.new("cam", cam)
     bpy.context.scene.collection.objects.link(cam_obj)
     bpy.context.scene.camera = cam_obj
@@ -524,7 +528,8 @@ def run_extract(job: dict) -> None:
     out = Path(job["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     n_corners = len(frames[0])
-    arrays = {"vertices": np.stack(frames).astype(np.float32), "faces": np.arange(n_corners, dtype=np.int32).reshape(-1, 3),
+    arrays = {"vertices": np.stack(frames).astype(np.float32),
+              "faces": np.arange(n_corners, dtype=np.int32).reshape(-1, 3),
               "times": np.asarray(job["times"], np.float64), "face_material": mats0.astype(np.int32)}
     if uv0 is not None:
         arrays["uv"] = uv0.astype(np.float32)
