@@ -1,72 +1,65 @@
 #!/usr/bin/env python
-"""The main job until the 4D pipeline lands: a small 3D example, end to end.
+"""The main job: ``ss4d-generate`` on the clip in ``assets/``, end to end.
 
-Writes a tiny *random-weight* TRELLIS-layout pipeline to ``checkpoints/tiny_trellis_3d/`` (first
-run only), samples one object from random conditioning tokens, and writes to ``outputs/demo/``:
-``gaussians.ply`` (standard 3DGS layout) and ``turntable.mp4`` (+ ``turntable_000.png``).
-The weights are random, so the result is an abstract blob: this shows the machinery working.
+Until trained weights ship, it uses a tiny pipeline with **random weights** that it writes to
+``checkpoints/tiny_ss4d/`` on first use (a few seconds; ignored by git). Random weights mean the
+Gaussians are an abstract shape, not the dancing robot: the demo shows the whole path working
+(video reading, matting, preprocessing, both flow stages, decoding, PLY/npz export, renders,
+result.json). With ``--model PATH`` pointing at the official SS4D folder it runs the real thing.
+
+Outputs go to ``outputs/demo/`` (see ``result.json`` there). Extra arguments after ``--`` are
+passed to ``ss4d-generate`` unchanged, e.g. ``python scripts/demo.py -- --render grid``.
 """
 import argparse
 import os
 import shutil
+import subprocess
 import sys
-import tempfile
 import time
-
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from trellis_ext.pipelines import ImageTo3DPipeline  # noqa: E402
-from trellis_ext.pipelines.tiny import TINY_COND_CHANNELS, TINY_COND_TOKENS, write_tiny_image_to_3d  # noqa: E402
-from trellis_ext.renderers import orbit_trajectory, render_gaussians  # noqa: E402
-from trellis_ext.representations import save_ply  # noqa: E402
+CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
+TINY = os.path.join(REPO, "checkpoints", "tiny_ss4d")
+
+
+def generate_command() -> list:
+    """The installed console script, or the module when the package is not installed."""
+    exe = os.path.join(os.path.dirname(sys.executable), "ss4d-generate")
+    return [exe] if os.path.isfile(exe) else [sys.executable, "-m", "ss4d.cli"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output", default=os.path.join(REPO, "outputs", "demo"))
-    ap.add_argument("--model", default=os.path.join(REPO, "checkpoints", "tiny_trellis_3d"),
-                    help="pipeline folder (created with random weights if absent)")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--frames", type=int, default=12, help="turntable frames")
-    ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--model", help="an SS4D model folder (default: the tiny random-weight pipeline)")
+    ap.add_argument("--frames", type=int, default=8, help="frames of the clip to use (even; default 8)")
+    ap.add_argument("--stride", type=int, default=4, help="use every K-th frame (default 4: 8 frames span 2 s)")
+    ap.add_argument("--video", default=CLIP, help="input clip (default: assets/dancing_robot_fg.mp4)")
+    ap.add_argument("extra", nargs="*", help="arguments for ss4d-generate (after --)")
     args = ap.parse_args()
 
     t0 = time.time()
-    if not os.path.isdir(args.model):
-        print(f"[demo] writing a tiny RANDOM-WEIGHT pipeline to {args.model} (no trained weights ship yet)")
-        write_tiny_image_to_3d(args.model)
-    pipe = ImageTo3DPipeline.from_pretrained(args.model)
-    gen = torch.Generator().manual_seed(args.seed)
-    cond = torch.nn.functional.layer_norm(torch.randn(1, TINY_COND_TOKENS, TINY_COND_CHANNELS, generator=gen),
-                                          (TINY_COND_CHANNELS,))
-    result = pipe.run(cond, seed=args.seed)
-    gaussians = result.gaussians[0]
-    print(f"[demo] sampled {result.coords.shape[0]} voxels -> {len(gaussians)} Gaussians "
-          f"in {time.time() - t0:.1f} s (random weights: expect an abstract blob)")
+    model = args.model
+    if model is None:
+        model = TINY
+        if not os.path.isfile(os.path.join(TINY, "pipeline.json")):
+            print(f"[demo] writing a tiny pipeline with RANDOM weights to {os.path.relpath(TINY, REPO)}/ "
+                  f"(no trained SS4D weights are bundled)", flush=True)
+            from ss4d.tiny import write_tiny_video_to_4d
 
-    parent = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".demo-")
-    try:
-        save_ply(gaussians, os.path.join(tmp, "gaussians.ply"))
-        frames = []
-        for cam in orbit_trajectory(args.frames, resolution=args.resolution):
-            out = render_gaussians(gaussians, cam, bg_color=(1.0, 1.0, 1.0))
-            frames.append((out.rgb.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy())
-        import imageio.v2 as imageio
-        imageio.imwrite(os.path.join(tmp, "turntable_000.png"), frames[0])
-        imageio.mimsave(os.path.join(tmp, "turntable.mp4"), frames, fps=12)
-        if os.path.isdir(args.output):
-            shutil.rmtree(args.output)
-        os.replace(tmp, args.output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(f"[demo] wrote {args.output}/gaussians.ply and turntable.mp4 ({time.time() - t0:.1f} s total)")
-    return 0
+            write_tiny_video_to_4d(TINY)
+        print("[demo] NOTE: the weights are RANDOM, so the result is an abstract blob, not the robot; "
+              "it shows every stage working. Pass --model <SS4D folder> for the real model.", flush=True)
+    cmd = generate_command() + [args.video, "-o", args.output, "--model", model, "--frames", str(args.frames),
+                                "--stride", str(args.stride), "--overwrite"] + args.extra
+    print("[demo] $ " + " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd), flush=True)
+    code = subprocess.call(cmd, cwd=REPO)
+    if code == 0:
+        print(f"[demo] done in {time.time() - t0:.1f} s: open {os.path.relpath(args.output, REPO)}/renders/*.mp4; "
+              f"per-frame Gaussians in gaussians/*.ply, voxels in coords/*.npz, settings in result.json", flush=True)
+    return code
 
 
 if __name__ == "__main__":

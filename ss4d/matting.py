@@ -122,7 +122,9 @@ def solid_background_matte(frames: List[np.ndarray], background: Optional[Sequen
             continue
         filled = _fill_small_holes(core)
         near = ndimage.binary_dilation(core, iterations=EDGE_DILATION)
-        alpha = np.where(filled, np.maximum(soft, filled & ~core), np.where(near, soft, 0.0))
+        # inside: the (hole-filled) component; outside: only the soft ramp next to it (< 0.5, so other
+        # components, which are > 0.5 by definition, are dropped)
+        alpha = np.where(filled, np.maximum(soft, filled & ~core), np.where(near & (soft < 0.5), soft, 0.0))
         alphas.append(np.round(alpha * 255).astype(np.uint8))
     return alphas
 

@@ -1,0 +1,358 @@
+"""``ss4d-generate``: a video of a moving object -> per-frame 3D Gaussians, voxels and videos.
+
+Exit codes: 0 success, 2 bad input (the message says what is wrong and what to do), 1 internal
+error or unusable result, 130 interrupted. Errors are one line on stderr; ``--debug`` adds the
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROG = "ss4d-generate"
+DEFAULT_MODEL_ENV = "SS4D_MODEL"
+DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
+CPU_RESOLUTION, CUDA_RESOLUTION = 256, 512
+MIN_TURNTABLE_FPS = 8.0  # the turntable loops the clip; slow clips would make it crawl
+
+DESCRIPTION = """\
+Turn a short video of one moving object into a 4D asset with SS4D: one set of 3D Gaussians per
+frame (standard 3DGS .ply files), the occupied voxels per frame (.npz), and videos rendered from new
+viewpoints.
+
+VIDEO is a video file (.mp4 .mov .webm .mkv .avi), an animated .gif, or a folder of frames
+(0.png, 1.png, ... in natural order; RGBA PNGs keep their transparency). The object is cut out by
+its alpha channel, by --mask-dir, or by the built-in solid-background matting (plain white or
+single-colour backgrounds); cluttered backgrounds need masks or rembg.
+"""
+
+EPILOG = """\
+frames: SS4D needs an even number of frames (>= 2). By default the first 32 selected frames are
+  used; an odd selection drops its last frame; an odd --frames is refused.
+outputs (in OUT): gaussians/frame_000.ply ..., coords/frame_000.npz ..., input/frame_000.png ...,
+  renders/{novel,turntable,grid,compare}.mp4 (+ .png of the first frame), result.json.
+  OUT is written atomically: it appears only when everything is written.
+model: a local folder with SS4D's pipeline.json and ckpts/ (lizb6626/SS4D on the Hugging Face hub;
+  see checkpoints/README.md), default $SS4D_MODEL or ./checkpoints/SS4D.
+
+example:
+  ss4d-generate clip.mp4 -o out/clip --model checkpoints/SS4D --frames 16 --seed 1
+  ss4d-generate frames_dir/ --render grid,compare --resolution 512 --device cuda
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+def _positive_int(name: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        return v
+    return parse
+
+
+def _nonneg_int(name: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
+        return v
+    return parse
+
+
+def _nonneg_float(name: str):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
+        if not v >= 0 or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {s}")
+        return v
+    return parse
+
+
+def _render_list(s: str) -> List[str]:
+    from .render import RENDER_KINDS
+
+    s = s.strip().lower()
+    if s == "none":
+        return []
+    if s == "all":
+        return list(RENDER_KINDS)
+    kinds = [k.strip() for k in s.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in RENDER_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown render kind(s) {', '.join(bad) or s!r}; use a comma list of "
+                                         f"{', '.join(RENDER_KINDS)}, or all / none")
+    return list(dict.fromkeys(kinds))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", metavar="VIDEO", help="video file, animated GIF, or folder of frames")
+    p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: outputs/<VIDEO name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--model", metavar="PATH", help=f"SS4D model folder (default: ${DEFAULT_MODEL_ENV} or {DEFAULT_MODEL})")
+    p.add_argument("--dinov2", metavar="PATH", help="DINOv2-with-registers weights, if not inside the model folder "
+                   "(transformers folder or torch.hub .pth)")
+
+    g = p.add_argument_group("frames")
+    g.add_argument("--frames", type=_positive_int("--frames"), metavar="N",
+                   help="number of frames to use, even (default: all selected, at most 32)")
+    g.add_argument("--start", type=_nonneg_int("--start"), default=0, metavar="I", help="first source frame (default 0)")
+    g.add_argument("--stride", type=_positive_int("--stride"), default=1, metavar="K",
+                   help="use every K-th frame (default 1)")
+    g.add_argument("--fps", type=float, metavar="F", help="resample the video to F frames per second first")
+    g.add_argument("--matting", default="auto", choices=["auto", "alpha", "solid", "rembg", "mask-dir"],
+                   help="how to cut out the object (default auto: alpha, else --mask-dir, else a solid "
+                        "background, else rembg)")
+    g.add_argument("--mask-dir", metavar="DIR", help="one mask image per frame (white = object)")
+
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps-ss", type=_positive_int("--steps-ss"), metavar="N",
+                   help="sparse-structure Euler steps (default: the model folder's)")
+    g.add_argument("--steps-slat", type=_positive_int("--steps-slat"), metavar="N",
+                   help="structured-latent Euler steps (default: the model folder's)")
+    g.add_argument("--cfg-ss", type=_nonneg_float("--cfg-ss"), metavar="F", help="sparse-structure guidance strength")
+    g.add_argument("--cfg-slat", type=_nonneg_float("--cfg-slat"), metavar="F", help="structured-latent guidance strength")
+    g.add_argument("--seed", type=_nonneg_int("--seed"), default=42, metavar="N", help="random seed (default 42)")
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="model precision (default: fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--threads", type=_positive_int("--threads"), metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is much faster when the cores are "
+                        "shared with other busy processes)")
+
+    g = p.add_argument_group("renders")
+    g.add_argument("--render", type=_render_list, default=None, metavar="LIST",
+                   help="comma list of novel,turntable,grid,compare, or all / none (default all)")
+    g.add_argument("--resolution", type=_positive_int("--resolution"), metavar="PX",
+                   help=f"render size (default {CPU_RESOLUTION} on CPU, {CUDA_RESOLUTION} on CUDA; even)")
+    g.add_argument("--yaw", type=float, default=30.0, metavar="DEG", help="novel-view yaw in degrees (default 30)")
+    g.add_argument("--pitch", type=float, default=15.0, metavar="DEG", help="novel-view pitch in degrees (default 15)")
+    g.add_argument("--background", default="white", choices=["white", "black"], help="render background")
+
+    g = p.add_argument_group("messages")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="print only errors")
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+class _Log:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[ss4d] {msg}", flush=True)
+
+
+def _check_flags(args, log) -> None:
+    import math
+
+    import torch
+
+    from .errors import InputError
+
+    if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
+        raise InputError(f"--fps must be a positive number, got {args.fps:g}", "e.g. --fps 8")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda, but no CUDA device is available", "use --device cpu (or auto)")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.dtype == "fp16" and args.device == "cpu":
+        raise InputError("--dtype fp16 needs a GPU (half precision is not supported well on CPU)",
+                         "use --dtype fp32 or bf16 with --device cpu")
+    if args.resolution is None:
+        args.resolution = CUDA_RESOLUTION if args.device == "cuda" else CPU_RESOLUTION
+    if args.resolution % 2 or not 16 <= args.resolution <= 4096:
+        raise InputError(f"--resolution must be an even number of pixels between 16 and 4096, got {args.resolution}",
+                         "e.g. --resolution 256")
+    if not (math.isfinite(args.yaw) and math.isfinite(args.pitch)) or abs(args.pitch) >= 90:
+        raise InputError(f"--pitch must be between -90 and 90 degrees and --yaw finite, got yaw {args.yaw:g}, "
+                         f"pitch {args.pitch:g}", "e.g. --yaw 30 --pitch 15")
+    if args.render is None:
+        from .render import RENDER_KINDS
+
+        args.render = list(RENDER_KINDS)
+    if args.mask_dir is not None and not os.path.isdir(args.mask_dir):
+        raise InputError(f"--mask-dir {args.mask_dir} is not a folder", "give a folder with one mask image per frame")
+    if args.matting == "mask-dir" and args.mask_dir is None:
+        raise InputError("--matting mask-dir needs --mask-dir DIR", "pass the folder holding one mask per frame")
+
+
+def _model_path(args) -> str:
+    from .pipeline import missing_model_error
+
+    path = args.model or os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL
+    if not os.path.exists(path):
+        how = "--model" if args.model else (f"${DEFAULT_MODEL_ENV}" if os.environ.get(DEFAULT_MODEL_ENV) else "the default")
+        raise missing_model_error(path, how, " (to try the tool without weights: make demo, which uses a tiny "
+                                             "random-weight pipeline)")
+    return path
+
+
+def _generate(args, log: _Log) -> int:
+    from PIL import Image
+
+    from . import export
+    from .io import FrameSelection, OutputFolder, check_output_dir, read_frames
+    from .matting import matte_frames
+    from .pipeline import Pipeline
+    from .preprocess import preprocess_frames
+    from .render import RenderSettings, render_all
+
+    t_start = time.perf_counter()
+    timings = {}
+    _check_flags(args, log)
+    out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
+    check_output_dir(out_path, args.overwrite)
+
+    t0 = time.perf_counter()
+    clip = read_frames(args.video, FrameSelection(start=args.start, stride=args.stride, fps=args.fps,
+                                                  num_frames=args.frames))
+    timings["read"] = time.perf_counter() - t0
+    model_path = _model_path(args)
+    log(f"read {len(clip)} frames of {clip.source} ({clip.size[0]}x{clip.size[1]}, source frames "
+        f"{clip.indices[0]}..{clip.indices[-1]}, {clip.fps:g} fps)")
+    for note in clip.notes:
+        log(f"note: {note}")
+
+    t0 = time.perf_counter()
+    rgba, matting = matte_frames(clip.frames, args.matting, mask_dir=args.mask_dir, source_indices=clip.indices,
+                                 frame_names=clip.names)
+    timings["matting"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    images, crop = preprocess_frames(rgba)
+    timings["preprocess"] = time.perf_counter() - t0
+    log(f"object cut out with '{matting}' matting; crop box {crop}")
+
+    t0 = time.perf_counter()
+    pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
+    timings["load"] = time.perf_counter() - t0
+    if pipe.random_weights:
+        log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
+            "shape, not a reconstruction of your video")
+    log(f"model {model_path} on {args.device} ({str(pipe.dtype).replace('torch.', '')})")
+
+    result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
+                      ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
+                      progress=not args.no_progress and not args.quiet)
+    for k in ("condition", "sparse_structure", "slat", "decode"):
+        timings[k] = result.timings[k]
+    log(f"generated {result.num_frames} frames: {sum(result.voxels_per_frame)} voxels, "
+        f"{sum(len(g) for g in result.gaussians)} Gaussians in {result.timings['total']:.1f} s")
+
+    settings = RenderSettings(resolution=args.resolution, yaw=args.yaw, pitch=args.pitch, background=args.background)
+    with OutputFolder(out_path, args.overwrite) as tmp:
+        t0 = time.perf_counter()
+        files = {"gaussians": export.save_gaussians(result.gaussians, tmp / "gaussians"),
+                 "coords": export.save_coords(result.coords, tmp / "coords", result.resolution),
+                 "input": export.save_images(result.images, tmp / "input")}
+        timings["export"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        renders = render_all(result.gaussians, result.images, args.render, settings,
+                             progress=not args.no_progress and not args.quiet)
+        render_info = {}
+        fps = {kind: (max(clip.fps, MIN_TURNTABLE_FPS) if kind == "turntable" else clip.fps) for kind in renders}
+        if renders:
+            (tmp / "renders").mkdir()
+        for kind, frames in renders.items():
+            export.write_video(frames, tmp / "renders" / f"{kind}.mp4", fps[kind])
+            Image.fromarray(frames[0]).save(tmp / "renders" / f"{kind}.png")
+            render_info[kind] = {"file": f"renders/{kind}.mp4", "preview": f"renders/{kind}.png",
+                                 "frames": len(frames), "fps": fps[kind],
+                                 "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
+        timings["render"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        rel = {k: [os.path.relpath(p, tmp) for p in v] for k, v in files.items()}
+        export.write_result_json(tmp / "result.json", {
+            "input": {"path": os.path.abspath(args.video), "kind": clip.kind, "size": list(clip.size),
+                      "source_fps": clip.source_fps, "fps": clip.fps, "source_frames": clip.indices,
+                      "frame_names": clip.names, "matting": matting, "crop_box": list(crop), "notes": clip.notes},
+            "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
+            "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
+                      "device": args.device, "dtype": str(pipe.dtype).replace("torch.", ""),
+                      "condition_encoder": type(pipe.image_cond_model).__name__},
+            "seed": args.seed,
+            "sampler": result.params,
+            "num_frames": result.num_frames,
+            "resolution": result.resolution,
+            "voxels_per_frame": result.voxels_per_frame,
+            "gaussians_per_frame": [len(g) for g in result.gaussians],
+            "render_settings": {"resolution": settings.resolution, "yaw_deg": settings.yaw,
+                                "pitch_deg": settings.pitch, "radius": settings.radius, "fov_deg": settings.fov,
+                                "background": settings.background},
+            "renders": render_info,
+            "files": rel,
+            "timings_s": {k: round(v, 4) for k, v in timings.items()},
+            "versions": export.versions(),
+            "command": [PROG] + list(args._argv),
+        })
+    log(f"wrote {out_path} ({len(files['gaussians'])} PLY files, {len(render_info)} videos) in "
+        f"{timings['total']:.1f} s")
+    if pipe.random_weights:
+        log("reminder: RANDOM weights - the Gaussians are an abstract shape; pass --model with the SS4D weights "
+            "for a real result")
+    return EXIT_OK
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed)
+        return int(e.code or 0)
+    args._argv = argv
+    log = _Log(args.quiet)
+    try:
+        return _generate(args, log)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (nothing was written)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001  (the one place that turns exceptions into exit codes)
+        from .errors import GenerationError, InputError
+
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(e, InputError):
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(e, GenerationError):
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return EXIT_INTERNAL
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"{PROG}: internal error: {type(e).__name__}: {msg[:300]} (rerun with --debug for the traceback and "
+              f"report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""``ss4d.Pipeline``: video frames -> one set of 3D Gaussians per frame (SS4D's
+``TrellisVideoTo4DPipeline``, mirroring :class:`trellis_ext.pipelines.ImageTo3DPipeline`).
+
+Order of a run (the official one, so ``seed=42`` reproduces the reference run draw for draw):
+
+1. preprocess (:mod:`ss4d.preprocess`; RGB frames are matted first, :mod:`ss4d.matting`);
+2. condition: ``cond = layer_norm(encoder(frames))`` [T, L, C], ``neg_cond = 0``;
+3. ``torch.manual_seed(seed)`` *after* conditioning;
+4. sparse structure: noise ``randn(T, 8, r, r, r)`` (independent per frame, drawn on the CPU) ->
+   flow Euler (CFG, guidance interval, ``rescale_t``; ``num_frames = T``) -> SS decoder per frame ->
+   voxels with logit > 0 -> coords ``[N, 4] = (t, x, y, z)``;
+5. structured latent: noise ``randn(N, 8)`` (next draws of the same CPU stream) on those voxels ->
+   flow Euler -> de-normalise (``· std + mean``);
+6. decode: the 4D Gaussian decoder -> T ``Gaussian`` objects.
+
+T must be even (the SLat flow packs frame pairs) and >= 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+import ss4d.models  # noqa: F401  (registers the 4D classes with trellis_ext's registry)
+from trellis_ext.models.checkpoint import CheckpointError, load_config, save_pretrained
+from trellis_ext.pipelines.base import PipelineLoadError, build_sampler, load_models, read_pipeline_json
+from trellis_ext.pipelines.samplers import SamplerOutput
+from trellis_ext.sparse import SparseTensor
+
+from .conditioning.resolve import ENCODER_DIR, ENCODER_FILE, load_condition_encoder
+from .errors import GenerationError, InputError, ModelFolderError
+from .models.ss_vae_4d import decode_frames, occupied_coords
+
+__all__ = ["Pipeline", "PipelineResult", "PIPELINE_NAME", "REQUIRED_MODELS", "DTYPES", "resolve_dtype",
+           "WEIGHTS_HINT", "STAGES", "missing_model_error"]
+
+PIPELINE_NAME = "TrellisVideoTo4DPipeline"
+REQUIRED_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model", "slat_decoder_gs")
+EXPECTED_CLASSES = {
+    "sparse_structure_flow_model": "SparseStructureFlow4DModel",
+    "sparse_structure_decoder": "SparseStructureDecoder",
+    "slat_flow_model": "SLatFlow4DModel",
+    "slat_decoder_gs": "SLatGaussianDecoder4D",
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Timing keys of :attr:`PipelineResult.timings` (plus ``total``).
+STAGES = ("preprocess", "condition", "sparse_structure", "slat", "decode")
+WEIGHTS_HINT = ("download the SS4D weights (lizb6626/SS4D on the Hugging Face hub) into a local folder and pass "
+                "it with --model; checkpoints/README.md shows the layout")
+#: "owner/name": what a Hugging Face hub id looks like (when no such local path exists).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Top-level key of pipeline.json where ss4d keeps its own notes (TRELLIS's loader ignores it).
+META_KEY = "ss4d"
+
+
+def missing_model_error(path: str, source: str = "", extra_hint: str = "") -> ModelFolderError:
+    """The error for a model path that does not exist; something like a hub id ("owner/name" whose
+    owner is no local folder) gets download instructions. ``source`` says where the path came from."""
+    label = f"{path} ({source})" if source else path
+    if HUB_ID.match(path) and not os.path.isdir(path.split("/")[0]):
+        return ModelFolderError(f"{label} is not a local folder (it looks like a Hugging Face hub id; ss4d never "
+                                f"downloads)", f"download it first, e.g. huggingface-cli download {path} --local-dir "
+                                f"checkpoints/SS4D, then pass that folder; see checkpoints/README.md{extra_hint}")
+    return ModelFolderError(f"model folder not found: {label}", WEIGHTS_HINT + extra_hint)
+
+
+def resolve_dtype(dtype: Union[None, str, torch.dtype], device: Union[str, torch.device]) -> torch.dtype:
+    """``None``/"auto" -> fp16 on CUDA (the released configs' ``use_fp16``), fp32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}", f"use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class PipelineResult:
+    """What :meth:`Pipeline.run` returns.
+
+    Attributes:
+        gaussians: one :class:`~trellis_ext.representations.Gaussian` per frame.
+        coords: per frame, the occupied voxels ``[N_t, 3]`` int32 (x, y, z) on the structure grid.
+        images: the preprocessed frames (518² premultiplied RGB PIL images) the model saw.
+        timings: seconds per stage (:data:`STAGES`) and ``total``.
+        seed: the seed set after conditioning (None: the global RNG state was used as is).
+        resolution: the structure grid size (64 for the released models).
+        cond: conditioning tokens [T, L, C].
+        slat: the de-normalised structured latent (folded coords ``(t, x, y, z)``).
+        ss / slat_trajectory: sampler outputs (per-step tensors only with ``keep_trajectory``).
+        params: the sampler parameters used for each stage.
+        extras: ``ss_decoder_logits`` (with ``keep_trajectory``), ``crop_box``.
+    """
+
+    gaussians: List[Any]
+    coords: List[torch.Tensor]
+    images: List[Any]
+    timings: Dict[str, float]
+    seed: Optional[int]
+    resolution: int
+    cond: torch.Tensor
+    slat: SparseTensor
+    ss: SamplerOutput
+    slat_trajectory: SamplerOutput
+    params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.gaussians)
+
+    @property
+    def voxels_per_frame(self) -> List[int]:
+        return [int(c.shape[0]) for c in self.coords]
+
+
+class Pipeline:
+    """SS4D video-to-4D pipeline. Build it with :meth:`from_pretrained`; see the module docstring."""
+
+    def __init__(self, models: Dict[str, nn.Module], ss_sampler, ss_params: Dict[str, Any], slat_sampler,
+                 slat_params: Dict[str, Any], slat_normalization: Dict[str, List[float]], image_cond_model: nn.Module,
+                 config: Optional[Dict[str, Any]] = None, model_names: Optional[Dict[str, str]] = None,
+                 source: Optional[str] = None):
+        self.models = models
+        self.ss_sampler, self.ss_params = ss_sampler, dict(ss_params)
+        self.slat_sampler, self.slat_params = slat_sampler, dict(slat_params)
+        self.slat_normalization = {"mean": list(slat_normalization["mean"]), "std": list(slat_normalization["std"])}
+        self.slat_mean = torch.tensor(self.slat_normalization["mean"], dtype=torch.float32)
+        self.slat_std = torch.tensor(self.slat_normalization["std"], dtype=torch.float32)
+        self.image_cond_model = image_cond_model
+        self.config = config or {"name": PIPELINE_NAME, "args": {}}
+        self.model_names = model_names or {k: type(m).__name__ for k, m in models.items()}
+        self.source = source
+        self._dtype = torch.float32
+        self._check_compatible()
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], device: Union[str, torch.device, None] = None,
+                        dtype: Union[str, torch.dtype, None] = None,
+                        image_cond_model: Union[None, str, os.PathLike, nn.Module] = None) -> "Pipeline":
+        """Load an official SS4D folder or one written by :meth:`save_pretrained` (local only).
+
+        Args:
+            path: folder with ``pipeline.json`` (``"name": "TrellisVideoTo4DPipeline"``) and ``ckpts/``.
+            device: where to run (default CPU).
+            dtype: torso precision ``"fp32" | "fp16" | "bf16"`` or a torch dtype; default fp16 on CUDA,
+                fp32 on CPU.
+            image_cond_model: the condition encoder (path or module); default: found next to the
+                folder (see :mod:`ss4d.conditioning.resolve`).
+        Raises:
+            ModelFolderError: missing folder, not an SS4D folder, missing/broken checkpoint, no encoder.
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise missing_model_error(path)
+        if not os.path.isdir(path):
+            raise ModelFolderError(f"--model {path} is a file, not a model folder", WEIGHTS_HINT)
+        try:
+            config = read_pipeline_json(path)
+        except PipelineLoadError as e:
+            raise ModelFolderError(f"{path} is not an SS4D model folder ({e})", WEIGHTS_HINT) from None
+        if config.get("name") != PIPELINE_NAME:
+            raise ModelFolderError(f"{path} holds a {config.get('name')!r} pipeline, not SS4D's {PIPELINE_NAME!r}",
+                                   WEIGHTS_HINT)
+        args = config["args"]
+        source = os.path.join(path, "pipeline.json")
+        missing = [k for k in REQUIRED_MODELS if k not in args["models"]]
+        if missing:
+            raise ModelFolderError(f"{source} lists no model for {', '.join(missing)}", WEIGHTS_HINT)
+        for key in ("sparse_structure_sampler", "slat_sampler", "slat_normalization"):
+            if key not in args:
+                raise ModelFolderError(f"{source} has no {key!r} entry", WEIGHTS_HINT)
+        wanted = {k: args["models"][k] for k in REQUIRED_MODELS}
+        try:
+            names = {k: load_config(os.path.join(path, stem))["name"] for k, stem in wanted.items()}
+            models = load_models(path, wanted, REQUIRED_MODELS)
+            ss_sampler, ss_params = build_sampler(args["sparse_structure_sampler"], source)
+            slat_sampler, slat_params = build_sampler(args["slat_sampler"], source)
+        except (PipelineLoadError, CheckpointError) as e:
+            raise ModelFolderError(f"cannot load {path}: {e}", WEIGHTS_HINT) from None
+        for key, expected in EXPECTED_CLASSES.items():
+            got = type(models[key]).__name__
+            if got != expected:
+                raise ModelFolderError(f"{path}: {wanted[key]} is a {got}, but SS4D needs a {expected} there "
+                                       f"(is this a TRELLIS 3D folder?)", WEIGHTS_HINT)
+        encoder, _ = load_condition_encoder(path, args.get("image_cond_model"), image_cond_model)
+        pipe = cls(models, ss_sampler, ss_params, slat_sampler, slat_params, args["slat_normalization"], encoder,
+                   config=config, model_names=names, source=path)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        return pipe.to(device, resolve_dtype(dtype, device))
+
+    def _check_compatible(self) -> None:
+        flow = self.models["sparse_structure_flow_model"]
+        slat = self.models["slat_flow_model"]
+        c = getattr(self.image_cond_model, "channels", None)
+        for key, model in (("sparse_structure_flow_model", flow), ("slat_flow_model", slat)):
+            want = getattr(model, "cond_channels", None)
+            if c is not None and want is not None and int(want) != int(c):
+                raise ModelFolderError(f"the condition encoder gives {c}-channel tokens but {key} expects {want}",
+                                       "pair the folder with its own encoder (see checkpoints/README.md)")
+
+    @property
+    def random_weights(self) -> bool:
+        """True for the tiny random-weight pipelines written by :mod:`ss4d.tiny`."""
+        return bool(self.config.get(META_KEY, {}).get("random_weights", False))
+
+    def save_pretrained(self, path: Union[str, os.PathLike], include_image_cond_model: bool = True) -> str:
+        """Write ``pipeline.json`` + ``ckpts/`` (+ the condition encoder) to ``path`` atomically.
+
+        ``from_pretrained(path)`` gives back the same pipeline (same weights, samplers,
+        normalisation and encoder)."""
+        path = Path(os.fspath(path)).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        try:
+            stems = dict(self.config.get("args", {}).get("models", {}))
+            entries = {}
+            for key in REQUIRED_MODELS:
+                stem = stems.get(key, f"ckpts/{key}")
+                save_pretrained(self.models[key], str(tmp / stem), name=self.model_names[key])
+                entries[key] = stem
+            args = dict(self.config.get("args", {}))
+            args["models"] = entries
+            args["sparse_structure_sampler"] = self._sampler_spec(self.ss_sampler, self.ss_params,
+                                                                  args.get("sparse_structure_sampler"))
+            args["slat_sampler"] = self._sampler_spec(self.slat_sampler, self.slat_params, args.get("slat_sampler"))
+            args["slat_normalization"] = self.slat_normalization
+            args.setdefault("image_cond_model", "dinov2_vitl14_reg")
+            enc = self.image_cond_model
+            if include_image_cond_model:
+                if hasattr(enc, "save"):
+                    enc.save(tmp / ENCODER_FILE)
+                elif hasattr(enc, "model") and hasattr(enc.model, "save_pretrained"):
+                    enc.model.save_pretrained(str(tmp / ENCODER_DIR))
+            config = {k: v for k, v in self.config.items() if k != "args"}
+            config["name"] = PIPELINE_NAME
+            config["args"] = args
+            with open(tmp / "pipeline.json", "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=4)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.rename(path, old)
+                os.rename(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return str(path)
+
+    @staticmethod
+    def _sampler_spec(sampler, params: Dict[str, Any], previous: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        spec = {"name": type(sampler).__name__, "args": {"sigma_min": sampler.sigma_min}}
+        if previous and previous.get("name") == spec["name"]:
+            spec["args"] = dict(previous.get("args", spec["args"]))
+        spec["params"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+        return spec
+
+    # ------------------------------------------------------------------ device / dtype
+    @property
+    def device(self) -> torch.device:
+        return next(self.models["sparse_structure_flow_model"].parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Precision of the model torsos (norms, embedders and the encoder stay fp32)."""
+        return self._dtype
+
+    def to(self, device: Union[str, torch.device, None] = None,
+           dtype: Union[str, torch.dtype, None] = None) -> "Pipeline":
+        """Move every model (and the encoder) to ``device``; cast the torsos to ``dtype``."""
+        device = torch.device(device) if device is not None else self.device
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError("CUDA was requested but no CUDA device is available", "use --device cpu")
+        for model in self.models.values():
+            model.to(device)
+        self.image_cond_model.to(device)
+        if dtype is not None:
+            dtype = resolve_dtype(dtype, device)
+            for model in self.models.values():
+                if hasattr(model, "convert_torso"):
+                    model.convert_torso(dtype)
+            self._dtype = dtype
+        return self
+
+    def cuda(self) -> "Pipeline":
+        return self.to("cuda")
+
+    def cpu(self) -> "Pipeline":
+        return self.to("cpu")
+
+    # ------------------------------------------------------------------ stages
+    def preprocess(self, frames: Sequence[Any], matting: str = "auto", mask_dir=None):
+        """RGBA (or RGB, matted with ``matting``) frames -> (518² RGB PIL images, crop box)."""
+        from .matting import matte_frames
+        from .preprocess import preprocess_frames, to_rgba_arrays
+
+        arrays = to_rgba_arrays(frames)
+        has_alpha = any(int(a[..., 3].min()) < 255 for a in arrays)
+        if not has_alpha or mask_dir is not None or matting not in ("auto", "alpha"):
+            arrays, _ = matte_frames([a if has_alpha else a[..., :3] for a in arrays], matting, mask_dir=mask_dir)
+        return preprocess_frames(arrays)
+
+    @torch.no_grad()
+    def encode_frames(self, images: Sequence[Any]) -> torch.Tensor:
+        """Preprocessed RGB frames (PIL / uint8 arrays) -> conditioning tokens [T, L, C] (fp32)."""
+        x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
+                                          .astype(np.float32) / 255).permute(2, 0, 1) for im in images])
+        return self.image_cond_model.encode(x.to(self.device)).float()
+
+    def _stage_params(self, defaults: Dict[str, Any], steps: Optional[int], cfg: Optional[float],
+                      extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        p = {**defaults, **(extra or {})}
+        if steps is not None:
+            if int(steps) < 1:
+                raise InputError(f"steps must be >= 1, got {steps}", "e.g. 25 (the released setting) or fewer for speed")
+            p["steps"] = int(steps)
+        if cfg is not None:
+            if cfg < 0:
+                raise InputError(f"cfg strength must be >= 0, got {cfg}", "0 disables guidance; 3-7.5 is typical")
+            p["cfg_strength"] = float(cfg)
+        return p
+
+    @torch.no_grad()
+    def sample_sparse_structure(self, cond: torch.Tensor, neg_cond: torch.Tensor, noise: torch.Tensor,
+                                progress: bool = False, keep_trajectory: bool = False, **params):
+        """noise [T, C, r, r, r] -> (coords [N, 4] (t, x, y, z) int32, sampler output, logits [T, 1, R, R, R])."""
+        num_frames = noise.shape[0]
+        out = self.ss_sampler.sample(self.models["sparse_structure_flow_model"], noise, cond, neg_cond=neg_cond,
+                                     num_frames=num_frames, verbose=progress, desc="Sparse structure",
+                                     keep_trajectory=keep_trajectory, **params)
+        logits = decode_frames(self.models["sparse_structure_decoder"], out.samples[None])[0]
+        return occupied_coords(logits), out, logits
+
+    @torch.no_grad()
+    def sample_slat(self, cond: torch.Tensor, neg_cond: torch.Tensor, noise: SparseTensor, num_frames: int,
+                    progress: bool = False, keep_trajectory: bool = False, **params):
+        """noise on the voxels -> (de-normalised SparseTensor, sampler output)."""
+        out = self.slat_sampler.sample(self.models["slat_flow_model"], noise, cond, neg_cond=neg_cond,
+                                       num_frames=num_frames, verbose=progress, desc="Structured latent",
+                                       keep_trajectory=keep_trajectory, **params)
+        feats = out.samples.feats.float()
+        std = self.slat_std.to(feats.device)
+        mean = self.slat_mean.to(feats.device)
+        return out.samples.replace(feats * std[None] + mean[None]), out
+
+    @torch.no_grad()
+    def decode_slat(self, slat: SparseTensor, num_frames: int) -> List[Any]:
+        gaussians = self.models["slat_decoder_gs"](slat, num_frames=num_frames)
+        for g in gaussians:  # fp16/bf16 torsos: keep the Gaussians in float32
+            for name in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
+                v = getattr(g, name, None)
+                if v is not None and v.dtype != torch.float32:
+                    setattr(g, name, v.float())
+        return gaussians
+
+    # ------------------------------------------------------------------ run
+    @torch.no_grad()
+    def run(self, frames: Sequence[Any], seed: Optional[int] = 42, num_steps: Optional[int] = None,
+            ss_steps: Optional[int] = None, slat_steps: Optional[int] = None, ss_cfg: Optional[float] = None,
+            slat_cfg: Optional[float] = None, sparse_structure_sampler_params: Optional[Dict[str, Any]] = None,
+            slat_sampler_params: Optional[Dict[str, Any]] = None, preprocess_image: bool = True,
+            matting: str = "auto", mask_dir=None, progress: bool = True, keep_trajectory: bool = False,
+            ss_noise: Optional[torch.Tensor] = None, slat_noise: Optional[torch.Tensor] = None) -> PipelineResult:
+        """Generate one Gaussian set per frame.
+
+        Args:
+            frames: T frames (PIL images or uint8 ``[H, W, 3|4]`` arrays); RGBA as the official pipeline
+                wants, or RGB (matted with ``matting``/``mask_dir``, see :mod:`ss4d.matting`). T even, >= 2.
+            seed: ``torch.manual_seed(seed)`` right after conditioning (None: leave the RNG alone).
+            num_steps: Euler steps of both stages; ``ss_steps`` / ``slat_steps`` per stage.
+            ss_cfg / slat_cfg: classifier-free guidance strengths.
+            sparse_structure_sampler_params / slat_sampler_params: any other sampler parameters
+                (``cfg_interval``, ``rescale_t``), as in the official ``run``.
+            preprocess_image: False when ``frames`` are already SS4D-preprocessed 518² RGB images.
+            progress: tqdm bars per sampling stage.
+            keep_trajectory: keep every step's tensors and the decoder logits (memory heavy).
+            ss_noise / slat_noise: noise to use instead of drawing it ([T, C, r, r, r] / [N, C]).
+        """
+        t_start = time.perf_counter()
+        device = self.device
+        timings: Dict[str, float] = {}
+        frames = list(frames)
+        if len(frames) < 2 or len(frames) % 2:
+            raise InputError(f"SS4D needs an even number of frames (>= 2), got {len(frames)}",
+                             "drop or add one frame (the SLat flow packs frames in pairs)")
+
+        t0 = time.perf_counter()
+        crop = None
+        if preprocess_image:
+            images, crop = self.preprocess(frames, matting=matting, mask_dir=mask_dir)
+        else:
+            from PIL import Image
+
+            images = [im if hasattr(im, "convert") else Image.fromarray(np.asarray(im)) for im in frames]
+        timings["preprocess"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        cond = self.encode_frames(images)
+        neg_cond = torch.zeros_like(cond)
+        _sync(device)
+        timings["condition"] = time.perf_counter() - t0
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        num_frames = len(images)
+        ss_p = self._stage_params(self.ss_params, ss_steps if ss_steps is not None else num_steps, ss_cfg,
+                                  sparse_structure_sampler_params)
+        slat_p = self._stage_params(self.slat_params, slat_steps if slat_steps is not None else num_steps, slat_cfg,
+                                    slat_sampler_params)
+
+        t0 = time.perf_counter()
+        flow = self.models["sparse_structure_flow_model"]
+        if ss_noise is None:
+            r = flow.resolution
+            ss_noise = torch.randn(num_frames, flow.in_channels, r, r, r)
+        coords, ss_out, logits = self.sample_sparse_structure(cond, neg_cond, ss_noise.to(device), progress=progress,
+                                                              keep_trajectory=keep_trajectory, **ss_p)
+        resolution = int(logits.shape[-1])
+        counts = torch.bincount(coords[:, 0].long(), minlength=num_frames)
+        empty = [int(t) for t in torch.nonzero(counts == 0).flatten()]
+        if empty:
+            raise GenerationError(f"the sparse structure of frame(s) {empty} is empty (no voxel has an occupancy "
+                                  f"logit > 0)", "try another --seed or check that the object is visible")
+        _sync(device)
+        timings["sparse_structure"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        slat_flow = self.models["slat_flow_model"]
+        if slat_noise is None:
+            slat_noise = torch.randn(coords.shape[0], slat_flow.in_channels)
+        noise = SparseTensor(slat_noise.to(device), coords.to(device))
+        slat, slat_out = self.sample_slat(cond, neg_cond, noise, num_frames, progress=progress,
+                                          keep_trajectory=keep_trajectory, **slat_p)
+        _sync(device)
+        timings["slat"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        gaussians = self.decode_slat(slat, num_frames)
+        _sync(device)
+        timings["decode"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+
+        coords_cpu = coords.cpu()
+        per_frame = [coords_cpu[coords_cpu[:, 0] == t, 1:].contiguous() for t in range(num_frames)]
+        extras: Dict[str, Any] = {"crop_box": crop}
+        if keep_trajectory:
+            extras["ss_decoder_logits"] = logits
+        return PipelineResult(gaussians=gaussians, coords=per_frame, images=images, timings=timings, seed=seed,
+                              resolution=resolution, cond=cond, slat=slat, ss=ss_out, slat_trajectory=slat_out,
+                              params={"sparse_structure": ss_p, "slat": slat_p}, extras=extras)
