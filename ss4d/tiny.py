@@ -17,23 +17,23 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict
 
 import torch
 
 import ss4d.models  # noqa: F401  (registers the 4D classes)
+from trellis_ext.atomic import atomic_directory
 from trellis_ext.models.checkpoint import build_model, save_pretrained
-from trellis_ext.pipelines.tiny import GS_REPRESENTATION, TINY_3D_CONFIGS, randomize_weights
+from trellis_ext.pipelines.tiny import GS_REPRESENTATION, TINY_3D_CONFIGS, calibrate_occupancy, randomize_weights
 
 from .conditioning.patch_embed import PatchEmbedEncoder
+from .preprocess import CONDITION_SIZE
 from .conditioning.resolve import ENCODER_FILE
 
 __all__ = ["write_tiny_video_to_4d", "TINY_4D_CONFIGS", "TINY_COND_CHANNELS", "TARGET_OCCUPANCY", "RANDOM_NOTE"]
 
 TINY_COND_CHANNELS = 32
-TINY_PATCH = 74           # 518 / 74 = 7 patches per side
+TINY_PATCH = 74           # CONDITION_SIZE (518) / 74 = 7 patches per side
 TINY_PREFIX_TOKENS = 5    # CLS + 4 registers, like DINOv2-reg
 TARGET_OCCUPANCY = 0.015  # ~490 of 32³ voxels per frame
 CALIBRATION_FRAMES = 4
@@ -84,7 +84,7 @@ def _calibrate(models: Dict[str, torch.nn.Module], encoder: PatchEmbedEncoder, s
 
     gen = torch.Generator().manual_seed(seed)
     flow, decoder = models["sparse_structure_flow_model"], models["sparse_structure_decoder"]
-    images = torch.rand(CALIBRATION_FRAMES, 3, 518, 518, generator=gen)
+    images = torch.rand(CALIBRATION_FRAMES, 3, CONDITION_SIZE, CONDITION_SIZE, generator=gen)
     cond = encoder.encode(images)
     r = flow.resolution
     noise = torch.randn(CALIBRATION_FRAMES, flow.in_channels, r, r, r, generator=gen)
@@ -93,20 +93,14 @@ def _calibrate(models: Dict[str, torch.nn.Module], encoder: PatchEmbedEncoder, s
         z = FlowEulerGuidanceIntervalSampler().sample(flow, noise, cond, neg_cond=torch.zeros_like(cond),
                                                       num_frames=CALIBRATION_FRAMES, keep_trajectory=False,
                                                       **params).samples
-        logits = decoder(z).flatten()
-        threshold = torch.quantile(logits, 1 - TARGET_OCCUPANCY).item()
-        decoder.out_layer[-1].bias -= threshold
-    return threshold
+    return calibrate_occupancy(decoder, z, TARGET_OCCUPANCY)
 
 
 def write_tiny_video_to_4d(path: str, seed: int = 0, overwrite: bool = False) -> str:
     """Write the tiny random SS4D folder at ``path`` (atomically; kept if it exists unless ``overwrite``)."""
     if os.path.isfile(os.path.join(path, "pipeline.json")) and not overwrite:
         return path
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tiny4d-")
-    try:
+    with atomic_directory(path, prefix=".tiny4d-") as tmp:
         models = {}
         for i, (key, cfg) in enumerate(TINY_4D_CONFIGS.items()):
             models[key] = randomize_weights(build_model(cfg, source="tiny 4D config"), seed + i).eval()
@@ -124,10 +118,4 @@ def write_tiny_video_to_4d(path: str, seed: int = 0, overwrite: bool = False) ->
         }
         with open(os.path.join(tmp, "pipeline.json"), "w", encoding="utf-8") as f:
             json.dump(pipeline, f, indent=4)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

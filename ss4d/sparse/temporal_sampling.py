@@ -34,8 +34,7 @@ from torch import nn
 
 from ss4d.frames import FrameLayoutError, check_folded_batch
 from trellis_ext.sparse import SparseTensor
-from trellis_ext.sparse.conv import decode_keys, encode_keys
-from trellis_ext.sparse.spatial import MEAN_MODES
+from trellis_ext.sparse.spatial import MEAN_MODES, pool_rows
 
 __all__ = ["TEMPORAL_FACTOR", "MEAN_MODES", "UPSAMPLE_T_CACHE_KEY", "check_even_frames",
            "SparseDownsampleTemporal", "SparseUpsampleTemporal"]
@@ -43,7 +42,6 @@ __all__ = ["TEMPORAL_FACTOR", "MEAN_MODES", "UPSAMPLE_T_CACHE_KEY", "check_even_
 TEMPORAL_FACTOR = 2
 """Frames merged into one packed frame (SS4D supports exactly 2)."""
 UPSAMPLE_T_CACHE_KEY = f"upsample_t_{TEMPORAL_FACTOR}"
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def check_even_frames(num_frames: int, what: str = "the temporal pair merge") -> int:
@@ -90,19 +88,9 @@ class SparseDownsampleTemporal(nn.Module):
                                    f"pairs; the number of frames must be even (valid T: 2, 4, 6, ...)")
         coords = x.coords.long()
         packed = torch.cat([torch.div(coords[:, :1], self.factor, rounding_mode="floor"), coords[:, 1:]], 1)
-        codes, spec = encode_keys(packed)
-        uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
-        new_coords = decode_keys(uniq, spec).to(torch.int32)
+        new_coords, new_feats, idx = pool_rows(packed, x.feats, self.mean_mode)
 
-        feats = x.feats
-        acc_dtype = torch.float32 if feats.dtype in _HALF_DTYPES else feats.dtype
-        sums = feats.new_zeros((uniq.shape[0],) + tuple(feats.shape[1:]), dtype=acc_dtype)
-        sums = sums.index_add(0, idx, feats.to(acc_dtype))
-        denom = counts + 1 if self.mean_mode == "trellis" else counts
-        denom = denom.to(acc_dtype).reshape((-1,) + (1,) * (feats.dim() - 1))
-        new_feats = (sums / denom).to(feats.dtype)
-
-        out = SparseTensor(new_feats, new_coords, shape=(x.batch_size // self.factor,) + tuple(feats.shape[1:]),
+        out = SparseTensor(new_feats, new_coords, shape=(x.batch_size // self.factor,) + tuple(new_feats.shape[1:]),
                            scale=x._scale)
         out.register_spatial_cache(UPSAMPLE_T_CACHE_KEY, {
             "coords": x.coords, "layout": x.layout, "shape": x.shape, "scale": x._scale, "idx": idx,

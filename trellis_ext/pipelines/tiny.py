@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict
 
 import torch
 import torch.nn as nn
 
+from ..atomic import atomic_directory
 from ..models.checkpoint import build_model, save_pretrained
 
 __all__ = ["randomize_weights", "calibrate_occupancy", "write_tiny_image_to_3d", "TINY_3D_CONFIGS",
@@ -85,10 +84,7 @@ def write_tiny_image_to_3d(path: str, seed: int = 0, overwrite: bool = False) ->
     """Write a tiny random TRELLIS image-to-3D folder at ``path`` (atomically); returns ``path``."""
     if os.path.isdir(path) and not overwrite:
         return path
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tiny-")
-    try:
+    with atomic_directory(path, prefix=".tiny-") as tmp:
         models = {}
         for i, (key, cfg) in enumerate(TINY_3D_CONFIGS.items()):
             models[key] = randomize_weights(build_model(cfg, source="tiny config"), seed + i).eval()
@@ -106,10 +102,4 @@ def write_tiny_image_to_3d(path: str, seed: int = 0, overwrite: bool = False) ->
             "slat_normalization": SLAT_NORMALIZATION, "image_cond_model": "dinov2_vitl14_reg"}}
         with open(os.path.join(tmp, "pipeline.json"), "w", encoding="utf-8") as f:
             json.dump(pipeline, f, indent=4)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

@@ -48,6 +48,25 @@ def upsample_cache_key(factor: Tuple[int, int, int]) -> str:
     return f"upsample_{tuple(factor)}"
 
 
+def pool_rows(keys: torch.Tensor, feats: torch.Tensor, mean_mode: str = "trellis"):
+    """Merge rows with equal integer ``keys`` [N, D] and average their ``feats`` [N, ...].
+
+    Returns (unique keys [M, D] int32 sorted lexicographically, pooled feats [M, ...], inverse index
+    [N] int64 mapping each input row to its output row). ``mean_mode="trellis"`` divides the sum by
+    count + 1 (what ``torch.scatter_reduce(zeros, ..., "mean")`` with ``include_self=True`` computes, and
+    so what TRELLIS / SS4D checkpoints were trained with); ``"exact"`` divides by the count.
+    Accumulates half-precision inputs in fp32.
+    """
+    codes, spec = encode_keys(keys)
+    uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
+    acc_dtype = torch.float32 if feats.dtype in _HALF_DTYPES else feats.dtype
+    sums = feats.new_zeros((uniq.shape[0],) + tuple(feats.shape[1:]), dtype=acc_dtype)
+    sums = sums.index_add(0, idx, feats.to(acc_dtype))
+    denom = counts + 1 if mean_mode == "trellis" else counts
+    denom = denom.to(acc_dtype).reshape((-1,) + (1,) * (feats.dim() - 1))
+    return decode_keys(uniq, spec).to(torch.int32), (sums / denom).to(feats.dtype), idx
+
+
 class SparseDownsample(nn.Module):
     """Mean-pool a sparse tensor onto a ``factor``-times coarser grid.
 
@@ -74,17 +93,7 @@ class SparseDownsample(nn.Module):
         coords = x.coords.long()
         factor = torch.tensor((1,) + self.factor, dtype=torch.long, device=coords.device)
         coarse = torch.div(coords, factor, rounding_mode="floor")  # batch column divided by 1
-        codes, spec = encode_keys(coarse)
-        uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
-        new_coords = decode_keys(uniq, spec).to(torch.int32)
-
-        feats = x.feats
-        acc_dtype = torch.float32 if feats.dtype in _HALF_DTYPES else feats.dtype
-        sums = feats.new_zeros((uniq.shape[0],) + tuple(feats.shape[1:]), dtype=acc_dtype)
-        sums = sums.index_add(0, idx, feats.to(acc_dtype))
-        denom = counts + 1 if self.mean_mode == "trellis" else counts
-        denom = denom.to(acc_dtype).reshape((-1,) + (1,) * (feats.dim() - 1))
-        new_feats = (sums / denom).to(feats.dtype)
+        new_coords, new_feats, idx = pool_rows(coarse, x.feats, self.mean_mode)
 
         out = SparseTensor(
             new_feats,
