@@ -25,7 +25,7 @@ $(STAMP): setup.py Makefile
 	    echo "[setup] no CUDA: installing torch==$(TORCH) (CPU)"; \
 	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="dev,pipeline,data"; \
 	fi; \
-	$(VPY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > constraints.txt; \
+	$(VPY) -c "import importlib.metadata as m; print('torch==' + m.version('torch').split('+')[0])" > constraints.txt; \
 	$(VPY) -m pip install -q -c constraints.txt -e ".[$$EXTRA]"
 	@touch $(STAMP)
 
