@@ -17,15 +17,6 @@ from trellis_ext.models import from_pretrained, get_model_class
 
 ATOL = RTOL = 1e-4
 CONFIGS = REPO / "configs" / "trellis"
-NOT_IMPLEMENTED = {}  # class name -> reason to skip (none: every TRELLIS class is implemented)
-
-
-def _skip_unimplemented(class_name):
-    base = class_name.replace("Elastic", "", 1) if class_name.startswith("Elastic") else class_name
-    if base in NOT_IMPLEMENTED:
-        pytest.skip(NOT_IMPLEMENTED[base])
-
-
 MANIFESTS = fixtures.discover_manifests(TRELLIS_FIXTURES) if TRELLIS_FIXTURES.is_dir() else []
 MODELS = fixtures.discover_models(TRELLIS_FIXTURES) if TRELLIS_FIXTURES.is_dir() else []
 CASES = [(m, cfg, case) for m in MODELS for cfg in m.configs for case in m.cases]
@@ -41,13 +32,7 @@ def test_fixture_root_present():
 def test_manifest_keys_shapes_dtypes(manifest_path):
     """The model built from our ``configs/trellis/<name>.json`` (the manifest's own checkpoint JSON when
     we ship no config of that name) has exactly the official keys, shapes and dtypes."""
-    manifest = json.loads(manifest_path.read_text())
-    _skip_unimplemented(manifest["checkpoint_json"]["name"])
-    ours = CONFIGS / f"{manifest['model_name']}.json"
-    config = json.loads(ours.read_text()) if ours.is_file() else None
-    if config is not None:
-        assert config == manifest["checkpoint_json"], f"{ours} differs from the manifest's checkpoint JSON"
-    problems = fixtures.check_manifest(manifest_path, config)
+    problems = fixtures.check_config_against_manifest(manifest_path, CONFIGS)
     assert not problems, "\n".join(problems[:20])
 
 
@@ -55,7 +40,6 @@ def test_manifest_keys_shapes_dtypes(manifest_path):
                          ids=[f"{m.id}:{c.stem}:{case.name}" for m, c, case in CASES])
 def test_tiny_model_reproduces_reference(model_fixture, config, case, tmp_path):
     class_name = json.loads(config.read_text())["name"]
-    _skip_unimplemented(class_name)
     stem = tmp_path / config.stem
     shutil.copy(config, f"{stem}.json")
     (tmp_path / f"{config.stem}.safetensors").symlink_to(model_fixture.weights)

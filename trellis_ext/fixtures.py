@@ -26,7 +26,7 @@ from .sparse import SparseTensor
 
 __all__ = ["FixtureModel", "discover_models", "discover_manifests", "assemble_inputs", "flatten_outputs",
            "RUNNERS", "register_runner", "run_case", "compare_tensors", "capture_intermediates",
-           "manifest_entries", "check_manifest"]
+           "manifest_entries", "check_manifest", "check_config_against_manifest"]
 
 INPUTS, OUTPUTS, INTERMEDIATES = "inputs.safetensors", "outputs.safetensors", "intermediates.safetensors"
 SPARSE_PARTS = ("coords", "feats")
@@ -83,6 +83,17 @@ def manifest_entries(manifest: Dict[str, Any]) -> Dict[str, Tuple[Tuple[int, ...
 
 
 DTYPE_NAMES = {torch.float16: "F16", torch.float32: "F32", torch.bfloat16: "BF16"}
+
+
+def check_config_against_manifest(manifest_path: Path, configs_dir: Path) -> List[str]:
+    """Build ``<configs_dir>/<model_name>.json`` (the manifest's own checkpoint JSON when no such file
+    exists) and list its differences from the manifest: the config itself, then keys/shapes/dtypes."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    ours = Path(configs_dir) / f"{manifest['model_name']}.json"
+    config = json.loads(ours.read_text()) if ours.is_file() else None
+    if config is not None and config != manifest["checkpoint_json"]:
+        return [f"{ours} differs from the manifest's checkpoint JSON"]
+    return check_manifest(manifest_path, config)
 
 
 def check_manifest(manifest_path: Path, config: Optional[Dict[str, Any]] = None) -> List[str]:
