@@ -9,7 +9,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from conftest import REPO, TRELLIS_FIXTURES, require_dir
 from trellis_ext import fixtures
