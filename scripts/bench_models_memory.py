@@ -22,26 +22,16 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import ss4d.models  # noqa: E402,F401  (registers the 4D classes)
+from ss4d.tiny import TINY_4D_CONFIGS  # noqa: E402  (importing ss4d.tiny registers the 4D classes)
 from trellis_ext.models import build_model  # noqa: E402
-from trellis_ext.pipelines.tiny import TINY_COND_CHANNELS, TINY_COND_TOKENS  # noqa: E402
+from trellis_ext.pipelines.tiny import TINY_COND_TOKENS  # noqa: E402
 from trellis_ext.sparse import SparseTensor  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COND_TOKENS = 1374            # DINOv2 ViT-L/14-reg tokens at 518²
 VOXELS_PER_FRAME = 20000      # a typical TRELLIS object at 64³
 TINY_VOXELS_PER_FRAME = 300
-TINY_FLOW_4D = {
-    "ss": {"name": "SparseStructureFlow4DModel", "args": {
-        "resolution": 8, "in_channels": 8, "out_channels": 8, "model_channels": 64, "cond_channels": 32,
-        "num_blocks": 2, "num_heads": 4, "patch_size": 1, "pe_mode": "rope_t", "qk_rms_norm": True,
-        "expand_self_attn": True, "window_size": 8}},
-    "slat": {"name": "SLatFlow4DModel", "args": {
-        "resolution": 32, "in_channels": 8, "out_channels": 8, "model_channels": 64, "cond_channels": 32,
-        "num_blocks": 2, "num_heads": 4, "patch_size": 2, "num_io_res_blocks": 2, "num_io_res4d_blocks": 2,
-        "io_block_channels": [16], "io_block_channels_t": [64], "pe_mode": "rope_t", "qk_rms_norm": True,
-        "expand_self_attn": True, "conv_type": "3D_1D"}},
-}
+TINY_FLOW_4D = {"ss": TINY_4D_CONFIGS["sparse_structure_flow_model"], "slat": TINY_4D_CONFIGS["slat_flow_model"]}
 
 
 def load_config(name: str):
@@ -112,7 +102,7 @@ def main() -> int:
                 coords = random_voxels(frames, voxels, c["resolution"], gen).to(device)
                 x = SparseTensor(torch.randn(len(coords), c["in_channels"], generator=gen).to(device), coords)
 
-            def step():
+            def step(model=model, x=x, t=t, cond=cond, frames=frames):
                 with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32), \
                         torch.set_grad_enabled(args.backward):
                     out = model(x, t, cond, num_frames=frames)

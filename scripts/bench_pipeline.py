@@ -149,7 +149,7 @@ def build_full_pipeline(device, dtype, seed=0):
     from ss4d.tiny import SLAT_NORMALIZATION
     from trellis_ext.models.checkpoint import build_model
     from trellis_ext.pipelines.samplers import FlowEulerGuidanceIntervalSampler
-    from trellis_ext.pipelines.tiny import randomize_weights
+    from trellis_ext.pipelines.tiny import calibrate_occupancy, randomize_weights
 
     names = {"sparse_structure_flow_model": "ss_flow_video_4d", "sparse_structure_decoder": "ss_dec_conv3d_16l8_fp16",
              "slat_flow_model": "slat_flow_video_4d", "slat_decoder_gs": "slat_dec_gs_4d"}
@@ -160,18 +160,16 @@ def build_full_pipeline(device, dtype, seed=0):
         cfg["args"]["use_fp16"] = False
         cfg["args"].pop("use_checkpoint", None)
         models[key] = randomize_weights(build_model(cfg, source=name), seed + i).eval().to(device)
+    # occupancy calibration (fp32, before the torsos are cast): shift the decoder bias so FULL_OCCUPANCY
+    # of 64³ is occupied for noise latents
+    flow = models["sparse_structure_flow_model"]
+    r = flow.resolution
+    calibrate_occupancy(models["sparse_structure_decoder"], torch.randn(2, flow.in_channels, r, r, r, device=device),
+                        FULL_OCCUPANCY)
     encoder = load_dinov2("random-vitl14-reg", device=device)
     sampler = FlowEulerGuidanceIntervalSampler(sigma_min=1e-5)
     pipe = Pipeline(models, sampler, FULL_SAMPLERS["ss"], sampler, FULL_SAMPLERS["slat"], SLAT_NORMALIZATION, encoder)
-    pipe.to(device, dtype)
-    # occupancy calibration: shift the decoder bias so FULL_OCCUPANCY of 64³ is occupied for noise latents
-    dec = models["sparse_structure_decoder"]
-    with torch.no_grad():
-        z = torch.randn(2, 8, 16, 16, 16, device=device)
-        logits = dec(z.to(next(dec.parameters()).dtype)).float().flatten()
-        thr = torch.quantile(logits[torch.randperm(logits.numel(), device=device)[:1_000_000]], 1 - FULL_OCCUPANCY)
-        dec.out_layer[-1].bias -= thr.to(dec.out_layer[-1].bias.dtype)
-    return pipe
+    return pipe.to(device, dtype)
 
 
 def bench_gpu_full(frame_counts, dtype_name, steps):

@@ -12,7 +12,6 @@ passed to ``ss4d-generate`` unchanged, e.g. ``python scripts/demo.py -- --render
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time

@@ -21,6 +21,7 @@ PROG = "ss4d-generate"
 DEFAULT_MODEL_ENV = "SS4D_MODEL"
 DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
 CPU_RESOLUTION, CUDA_RESOLUTION = 256, 512
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096  # render sizes accepted by --resolution
 MIN_TURNTABLE_FPS = 8.0  # the turntable loops the clip; slow clips would make it crawl
 
 DESCRIPTION = """\
@@ -28,7 +29,7 @@ Turn a short video of one moving object into a 4D asset with SS4D: one set of 3D
 frame (standard 3DGS .ply files), the occupied voxels per frame (.npz), and videos rendered from new
 viewpoints.
 
-VIDEO is a video file (.mp4 .mov .webm .mkv .avi), an animated .gif, or a folder of frames
+VIDEO is a video file (.mp4 .mov .webm .mkv .avi .m4v), an animated .gif, or a folder of frames
 (0.png, 1.png, ... in natural order; RGBA PNGs keep their transparency). The object is cut out by
 its alpha channel, by --mask-dir, or by the built-in solid-background matting (plain white or
 single-colour backgrounds); cluttered backgrounds need masks or rembg.
@@ -56,26 +57,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
 
 
-def _positive_int(name: str):
+def _int_at_least(name: str, low: int):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
-        return v
-    return parse
-
-
-def _nonneg_int(name: str):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}")
         return v
     return parse
 
@@ -118,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(transformers folder or torch.hub .pth)")
 
     g = p.add_argument_group("frames")
-    g.add_argument("--frames", type=_positive_int("--frames"), metavar="N",
+    g.add_argument("--frames", type=_int_at_least("--frames", 1), metavar="N",
                    help="number of frames to use, even (default: all selected, at most 32)")
-    g.add_argument("--start", type=_nonneg_int("--start"), default=0, metavar="I", help="first source frame (default 0)")
-    g.add_argument("--stride", type=_positive_int("--stride"), default=1, metavar="K",
+    g.add_argument("--start", type=_int_at_least("--start", 0), default=0, metavar="I", help="first source frame (default 0)")
+    g.add_argument("--stride", type=_int_at_least("--stride", 1), default=1, metavar="K",
                    help="use every K-th frame (default 1)")
     g.add_argument("--fps", type=float, metavar="F", help="resample the video to F frames per second first")
     g.add_argument("--matting", default="auto", choices=["auto", "alpha", "solid", "rembg", "mask-dir"],
@@ -130,26 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-dir", metavar="DIR", help="one mask image per frame (white = object)")
 
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps-ss", type=_positive_int("--steps-ss"), metavar="N",
+    g.add_argument("--steps-ss", type=_int_at_least("--steps-ss", 1), metavar="N",
                    help="sparse-structure Euler steps (default: the model folder's)")
-    g.add_argument("--steps-slat", type=_positive_int("--steps-slat"), metavar="N",
+    g.add_argument("--steps-slat", type=_int_at_least("--steps-slat", 1), metavar="N",
                    help="structured-latent Euler steps (default: the model folder's)")
     g.add_argument("--cfg-ss", type=_nonneg_float("--cfg-ss"), metavar="F", help="sparse-structure guidance strength")
     g.add_argument("--cfg-slat", type=_nonneg_float("--cfg-slat"), metavar="F", help="structured-latent guidance strength")
-    g.add_argument("--seed", type=_nonneg_int("--seed"), default=42, metavar="N", help="random seed (default 42)")
+    g.add_argument("--seed", type=_int_at_least("--seed", 0), default=42, metavar="N", help="random seed (default 42)")
 
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="model precision (default: fp16 on CUDA, fp32 on CPU)")
-    g.add_argument("--threads", type=_positive_int("--threads"), metavar="N",
+    g.add_argument("--threads", type=_int_at_least("--threads", 1), metavar="N",
                    help="CPU threads for torch (default: torch's choice; 1 is much faster when the cores are "
                         "shared with other busy processes)")
 
     g = p.add_argument_group("renders")
     g.add_argument("--render", type=_render_list, default=None, metavar="LIST",
                    help="comma list of novel,turntable,grid,compare, or all / none (default all)")
-    g.add_argument("--resolution", type=_positive_int("--resolution"), metavar="PX",
+    g.add_argument("--resolution", type=_int_at_least("--resolution", 1), metavar="PX",
                    help=f"render size (default {CPU_RESOLUTION} on CPU, {CUDA_RESOLUTION} on CUDA; even)")
     g.add_argument("--yaw", type=float, default=30.0, metavar="DEG", help="novel-view yaw in degrees (default 30)")
     g.add_argument("--pitch", type=float, default=15.0, metavar="DEG", help="novel-view pitch in degrees (default 15)")
@@ -171,15 +160,13 @@ class _Log:
             print(f"[ss4d] {msg}", flush=True)
 
 
-def _check_flags(args, log) -> None:
+def _check_flags(args) -> None:
     import math
 
     import torch
 
     from .errors import InputError
 
-    if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
-        raise InputError(f"--fps must be a positive number, got {args.fps:g}", "e.g. --fps 8")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda, but no CUDA device is available", "use --device cpu (or auto)")
     if args.device == "auto":
@@ -191,8 +178,9 @@ def _check_flags(args, log) -> None:
                          "use --dtype fp32 or bf16 with --device cpu")
     if args.resolution is None:
         args.resolution = CUDA_RESOLUTION if args.device == "cuda" else CPU_RESOLUTION
-    if args.resolution % 2 or not 16 <= args.resolution <= 4096:
-        raise InputError(f"--resolution must be an even number of pixels between 16 and 4096, got {args.resolution}",
+    if args.resolution % 2 or not MIN_RESOLUTION <= args.resolution <= MAX_RESOLUTION:
+        raise InputError(f"--resolution must be an even number of pixels between {MIN_RESOLUTION} and "
+                         f"{MAX_RESOLUTION}, got {args.resolution}",
                          "e.g. --resolution 256")
     if not (math.isfinite(args.yaw) and math.isfinite(args.pitch)) or abs(args.pitch) >= 90:
         raise InputError(f"--pitch must be between -90 and 90 degrees and --yaw finite, got yaw {args.yaw:g}, "
@@ -230,7 +218,8 @@ def _generate(args, log: _Log) -> int:
 
     t_start = time.perf_counter()
     timings = {}
-    _check_flags(args, log)
+    _check_flags(args)
+    progress = not args.no_progress and not args.quiet
     out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
     check_output_dir(out_path, args.overwrite)
 
@@ -259,11 +248,12 @@ def _generate(args, log: _Log) -> int:
     if pipe.random_weights:
         log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
             "shape, not a reconstruction of your video")
-    log(f"model {model_path} on {args.device} ({str(pipe.dtype).replace('torch.', '')})")
+    dtype_name = str(pipe.dtype).replace("torch.", "")
+    log(f"model {model_path} on {args.device} ({dtype_name})")
 
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
-                      progress=not args.no_progress and not args.quiet)
+                      progress=progress)
     for k in ("condition", "sparse_structure", "slat", "decode"):
         timings[k] = result.timings[k]
     log(f"generated {result.num_frames} frames: {sum(result.voxels_per_frame)} voxels, "
@@ -277,8 +267,7 @@ def _generate(args, log: _Log) -> int:
                  "input": export.save_images(result.images, tmp / "input")}
         timings["export"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        renders = render_all(result.gaussians, result.images, args.render, settings,
-                             progress=not args.no_progress and not args.quiet)
+        renders = render_all(result.gaussians, result.images, args.render, settings, progress=progress)
         render_info = {}
         fps = {kind: (max(clip.fps, MIN_TURNTABLE_FPS) if kind == "turntable" else clip.fps) for kind in renders}
         if renders:
@@ -298,7 +287,7 @@ def _generate(args, log: _Log) -> int:
                       "frame_names": clip.names, "matting": matting, "crop_box": list(crop), "notes": clip.notes},
             "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
             "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
-                      "device": args.device, "dtype": str(pipe.dtype).replace("torch.", ""),
+                      "device": args.device, "dtype": dtype_name,
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
             "sampler": result.params,

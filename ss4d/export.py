@@ -40,8 +40,8 @@ def save_gaussians(gaussians: Sequence[Any], folder: Path) -> List[str]:
     for t, g in enumerate(gaussians):
         p = folder / frame_name(t, "ply")
         save_ply(g, p)
-        paths.append(p)
-    return [str(p) for p in paths]
+        paths.append(str(p))
+    return paths
 
 
 def save_coords(coords: Sequence[Any], folder: Path, resolution: int) -> List[str]:

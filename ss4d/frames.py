@@ -6,6 +6,7 @@ Every 4D module uses these helpers instead of re-deriving the index arithmetic.
 """
 from __future__ import annotations
 
+import operator
 from typing import List, Tuple
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from trellis_ext.sparse import SparseTensor
 
 __all__ = ["fold_frames", "unfold_frames", "folded_index", "split_folded_index", "row_frames", "row_samples",
-           "check_folded_batch", "split_sparse_frames", "FrameLayoutError"]
+           "check_folded_batch", "require_num_frames", "split_sparse_frames", "FrameLayoutError"]
 
 
 class FrameLayoutError(ValueError):
@@ -28,6 +29,25 @@ def check_folded_batch(folded_batch: int, num_frames: int) -> int:
         raise FrameLayoutError(f"a folded batch of {folded_batch} entries is not a whole number of "
                                f"{num_frames}-frame clips")
     return folded_batch // num_frames
+
+
+def require_num_frames(num_frames, folded_batch: int, who: str) -> int:
+    """Validate the ``num_frames`` a 4D module was given for a folded batch of ``folded_batch`` entries.
+
+    Returns T as a Python int. Raises :class:`FrameLayoutError` when it is missing or does not divide
+    the batch, ``TypeError`` when it is not an integer (``bool`` included).
+    """
+    if num_frames is None:
+        raise FrameLayoutError(f"{who} needs the number of frames: call it with num_frames=T "
+                               "(frames are folded into the batch axis, see ss4d.frames)")
+    if isinstance(num_frames, bool):
+        raise TypeError("num_frames must be an int; got bool")
+    try:
+        num_frames = operator.index(num_frames)
+    except TypeError:
+        raise TypeError(f"num_frames must be an int; got {type(num_frames).__name__}") from None
+    check_folded_batch(folded_batch, num_frames)
+    return num_frames
 
 
 def fold_frames(x: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +30,14 @@ import torch
 from torch import nn
 
 import ss4d.models  # noqa: F401  (registers the 4D classes with trellis_ext's registry)
+from trellis_ext.atomic import atomic_directory
 from trellis_ext.models.checkpoint import CheckpointError, load_config, save_pretrained
-from trellis_ext.pipelines.base import PipelineLoadError, build_sampler, load_models, read_pipeline_json
+from trellis_ext.pipelines.base import (PIPELINE_JSON, PipelineLoadError, build_sampler, load_models,
+                                        read_pipeline_json)
 from trellis_ext.pipelines.samplers import SamplerOutput
 from trellis_ext.sparse import SparseTensor
 
+from .conditioning.dinov2 import DINOV2_NAME
 from .conditioning.resolve import ENCODER_DIR, ENCODER_FILE, load_condition_encoder
 from .errors import GenerationError, InputError, ModelFolderError
 from .models.ss_vae_4d import decode_frames, occupied_coords
@@ -180,7 +181,7 @@ class Pipeline:
             raise ModelFolderError(f"{path} holds a {config.get('name')!r} pipeline, not SS4D's {PIPELINE_NAME!r}",
                                    WEIGHTS_HINT)
         args = config["args"]
-        source = os.path.join(path, "pipeline.json")
+        source = os.path.join(path, PIPELINE_JSON)
         missing = [k for k in REQUIRED_MODELS if k not in args["models"]]
         if missing:
             raise ModelFolderError(f"{source} lists no model for {', '.join(missing)}", WEIGHTS_HINT)
@@ -227,9 +228,8 @@ class Pipeline:
         ``from_pretrained(path)`` gives back the same pipeline (same weights, samplers,
         normalisation and encoder)."""
         path = Path(os.fspath(path)).absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-        try:
+        with atomic_directory(str(path), prefix=f".{path.name}.tmp-") as tmp_dir:
+            tmp = Path(tmp_dir)
             stems = dict(self.config.get("args", {}).get("models", {}))
             entries = {}
             for key in REQUIRED_MODELS:
@@ -242,7 +242,7 @@ class Pipeline:
                                                                   args.get("sparse_structure_sampler"))
             args["slat_sampler"] = self._sampler_spec(self.slat_sampler, self.slat_params, args.get("slat_sampler"))
             args["slat_normalization"] = self.slat_normalization
-            args.setdefault("image_cond_model", "dinov2_vitl14_reg")
+            args.setdefault("image_cond_model", DINOV2_NAME)
             enc = self.image_cond_model
             if include_image_cond_model:
                 if hasattr(enc, "save"):
@@ -252,18 +252,8 @@ class Pipeline:
             config = {k: v for k, v in self.config.items() if k != "args"}
             config["name"] = PIPELINE_NAME
             config["args"] = args
-            with open(tmp / "pipeline.json", "w", encoding="utf-8") as f:
+            with open(tmp / PIPELINE_JSON, "w", encoding="utf-8") as f:
                 json.dump(config, f, indent=4)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.rename(path, old)
-                os.rename(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return str(path)
 
     @staticmethod
@@ -313,11 +303,8 @@ class Pipeline:
         from .matting import matte_frames
         from .preprocess import preprocess_frames, to_rgba_arrays
 
-        arrays = to_rgba_arrays(frames)
-        has_alpha = any(int(a[..., 3].min()) < 255 for a in arrays)
-        if not has_alpha or mask_dir is not None or matting not in ("auto", "alpha"):
-            arrays, _ = matte_frames([a if has_alpha else a[..., :3] for a in arrays], matting, mask_dir=mask_dir)
-        return preprocess_frames(arrays)
+        rgba, _ = matte_frames(to_rgba_arrays(frames), matting, mask_dir=mask_dir)
+        return preprocess_frames(rgba)
 
     @torch.no_grad()
     def encode_frames(self, images: Sequence[Any]) -> torch.Tensor:

@@ -14,18 +14,21 @@ exactly (max |diff| 0).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 __all__ = ["union_bbox", "crop_box", "preprocess_frames", "to_rgba_arrays", "CONDITION_SIZE", "BBOX_SCALE"]
 
 CONDITION_SIZE = 518
 BBOX_SCALE = 1.2
 
-Frame = Union[np.ndarray, "PIL.Image.Image"]  # noqa: F821
+Frame = Union[np.ndarray, "PIL.Image.Image"]
 
 
 def to_rgba_arrays(frames: Sequence[Frame]) -> List[np.ndarray]:

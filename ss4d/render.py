@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from trellis_ext.renderers import orbit_camera, render_gaussians
+from trellis_ext.renderers.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS
 
 __all__ = ["RenderSettings", "RENDER_KINDS", "render_view", "render_novel", "render_turntable", "render_grid",
            "render_compare", "render_all", "GRID_YAWS_DEG", "GRID_PITCH_DEG", "MIN_TURNTABLE_FRAMES"]
@@ -42,8 +43,8 @@ class RenderSettings:
     resolution: int = 256
     yaw: float = 30.0          # degrees, novel / compare view
     pitch: float = 15.0        # degrees
-    radius: float = 2.0
-    fov: float = 40.0          # degrees
+    radius: float = DEFAULT_RADIUS
+    fov: float = DEFAULT_FOV_DEG   # degrees
     background: str = "white"
     turntable_frames: Optional[int] = None   # default: T looped to >= MIN_TURNTABLE_FRAMES
 

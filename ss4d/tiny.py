@@ -24,11 +24,14 @@ import torch
 import ss4d.models  # noqa: F401  (registers the 4D classes)
 from trellis_ext.atomic import atomic_directory
 from trellis_ext.models.checkpoint import build_model, save_pretrained
+from trellis_ext.pipelines.base import PIPELINE_JSON
 from trellis_ext.pipelines.tiny import GS_REPRESENTATION, TINY_3D_CONFIGS, calibrate_occupancy, randomize_weights
 
+from .conditioning.dinov2 import DINOV2_NAME
 from .conditioning.patch_embed import PatchEmbedEncoder
-from .preprocess import CONDITION_SIZE
 from .conditioning.resolve import ENCODER_FILE
+from .pipeline import META_KEY, PIPELINE_NAME
+from .preprocess import CONDITION_SIZE
 
 __all__ = ["write_tiny_video_to_4d", "TINY_4D_CONFIGS", "TINY_COND_CHANNELS", "TARGET_OCCUPANCY", "RANDOM_NOTE"]
 
@@ -37,6 +40,8 @@ TINY_PATCH = 74           # CONDITION_SIZE (518) / 74 = 7 patches per side
 TINY_PREFIX_TOKENS = 5    # CLS + 4 registers, like DINOv2-reg
 TARGET_OCCUPANCY = 0.015  # ~490 of 32³ voxels per frame
 CALIBRATION_FRAMES = 4
+TINY_STEPS = 4            # Euler steps per stage (the released models use 25)
+SS_CFG, SLAT_CFG = 7.5, 3.0  # guidance strengths of the released SS4D / TRELLIS samplers
 RANDOM_NOTE = ("tiny pipeline with RANDOM weights (ss4d.tiny): it exercises the whole path, "
                "but its output is an abstract shape, not a reconstruction of the input")
 
@@ -66,7 +71,7 @@ STEMS = {"sparse_structure_flow_model": "ckpts/ss_flow_video_4d_tiny",
 
 def _sampler(cfg: float) -> Dict[str, Any]:
     return {"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
-            "params": {"steps": 4, "cfg_strength": cfg, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
+            "params": {"steps": TINY_STEPS, "cfg_strength": cfg, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
 
 
 #: TRELLIS-image-large's SLat normalisation (SS4D's own values are not public).
@@ -88,7 +93,7 @@ def _calibrate(models: Dict[str, torch.nn.Module], encoder: PatchEmbedEncoder, s
     cond = encoder.encode(images)
     r = flow.resolution
     noise = torch.randn(CALIBRATION_FRAMES, flow.in_channels, r, r, r, generator=gen)
-    params = _sampler(7.5)["params"]
+    params = _sampler(SS_CFG)["params"]
     with torch.no_grad():
         z = FlowEulerGuidanceIntervalSampler().sample(flow, noise, cond, neg_cond=torch.zeros_like(cond),
                                                       num_frames=CALIBRATION_FRAMES, keep_trajectory=False,
@@ -98,7 +103,7 @@ def _calibrate(models: Dict[str, torch.nn.Module], encoder: PatchEmbedEncoder, s
 
 def write_tiny_video_to_4d(path: str, seed: int = 0, overwrite: bool = False) -> str:
     """Write the tiny random SS4D folder at ``path`` (atomically; kept if it exists unless ``overwrite``)."""
-    if os.path.isfile(os.path.join(path, "pipeline.json")) and not overwrite:
+    if os.path.isfile(os.path.join(path, PIPELINE_JSON)) and not overwrite:
         return path
     with atomic_directory(path, prefix=".tiny4d-") as tmp:
         models = {}
@@ -110,12 +115,12 @@ def write_tiny_video_to_4d(path: str, seed: int = 0, overwrite: bool = False) ->
             save_pretrained(model, os.path.join(tmp, STEMS[key]), name=TINY_4D_CONFIGS[key]["name"])
         encoder.save(os.path.join(tmp, ENCODER_FILE))
         pipeline = {
-            "name": "TrellisVideoTo4DPipeline",
-            "args": {"models": STEMS, "sparse_structure_sampler": _sampler(7.5), "slat_sampler": _sampler(3.0),
-                     "slat_normalization": SLAT_NORMALIZATION, "image_cond_model": "dinov2_vitl14_reg"},
-            "ss4d": {"random_weights": True, "note": RANDOM_NOTE, "seed": seed,
+            "name": PIPELINE_NAME,
+            "args": {"models": STEMS, "sparse_structure_sampler": _sampler(SS_CFG), "slat_sampler": _sampler(SLAT_CFG),
+                     "slat_normalization": SLAT_NORMALIZATION, "image_cond_model": DINOV2_NAME},
+            META_KEY: {"random_weights": True, "note": RANDOM_NOTE, "seed": seed,
                      "ss_decoder_bias_shift": shift, "target_occupancy": TARGET_OCCUPANCY},
         }
-        with open(os.path.join(tmp, "pipeline.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(tmp, PIPELINE_JSON), "w", encoding="utf-8") as f:
             json.dump(pipeline, f, indent=4)
     return path

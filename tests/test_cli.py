@@ -2,7 +2,6 @@
 shared video with a tiny random pipeline (all outputs written; PLY / npz / PNG reload to the same data)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

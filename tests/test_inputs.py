@@ -1,7 +1,5 @@
 """Input side of the 4D pipeline: reading clips, frame selection, matting, preprocessing, output folders."""
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -41,6 +41,8 @@ HEAD_DIM = 64  # ViT-S/B/L/g all use 64-dim heads; used to infer num_heads from 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 TINY_RANDOM_NAME = "tiny-random"
 FULL_RANDOM_NAME = "random-vitl14-reg"
+#: The encoder's name in official ``pipeline.json`` files (``image_cond_model``) and torch.hub.
+DINOV2_NAME = "dinov2_vitl14_reg"
 
 
 class DINOv2Encoder(nn.Module):
@@ -128,17 +130,17 @@ def load_dinov2(source: str | Path = TINY_RANDOM_NAME, device: str | torch.devic
     if src == TINY_RANDOM_NAME:
         enc = DINOv2Encoder(_new_model(TINY_RANDOM, seed), "dinov2_tiny_random")
     elif src == FULL_RANDOM_NAME:
-        enc = DINOv2Encoder(_new_model(VITL14_REG, seed), "dinov2_vitl14_reg_random")
+        enc = DINOv2Encoder(_new_model(VITL14_REG, seed), f"{DINOV2_NAME}_random")
     else:
         path = Path(src)
         if path.is_dir() and (path / "config.json").is_file():
             from transformers import Dinov2WithRegistersModel
 
             model = Dinov2WithRegistersModel.from_pretrained(str(path), local_files_only=True)
-            enc = DINOv2Encoder(model, "dinov2_vitl14_reg")
+            enc = DINOv2Encoder(model, DINOV2_NAME)
         else:
             ckpt = _find_checkpoint(path)
-            enc = DINOv2Encoder(_model_from_hub_state_dict(_read_state_dict(ckpt)), "dinov2_vitl14_reg")
+            enc = DINOv2Encoder(_model_from_hub_state_dict(_read_state_dict(ckpt)), DINOV2_NAME)
     return enc.to(device=device, dtype=dtype).eval()
 
 

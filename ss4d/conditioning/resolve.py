@@ -24,7 +24,7 @@ from typing import Optional, Tuple, Union
 from torch import nn
 
 from ..errors import ModelFolderError
-from .dinov2 import FULL_RANDOM_NAME, TINY_RANDOM_NAME, load_dinov2
+from .dinov2 import DINOV2_NAME, FULL_RANDOM_NAME, TINY_RANDOM_NAME, load_dinov2
 from .patch_embed import PatchEmbedEncoder, is_patch_embed_state_dict
 
 __all__ = ["load_condition_encoder", "find_condition_encoder", "ENCODER_FILE", "ENCODER_DIR", "DINOV2_ENV",
@@ -90,7 +90,7 @@ def load_condition_encoder(folder: Union[str, Path], name: Optional[str] = None,
         source = find_condition_encoder(folder, name)
         if source is None:
             raise ModelFolderError(
-                f"the condition encoder {name or 'dinov2_vitl14_reg'!r} (DINOv2 ViT-L/14 with registers) is not "
+                f"the condition encoder {name or DINOV2_NAME!r} (DINOv2 ViT-L/14 with registers) is not "
                 f"available locally",
                 f"put it in {Path(folder) / ENCODER_DIR}/ (a transformers folder of "
                 f"facebook/dinov2-with-registers-large, or torch.hub's {HUB_CHECKPOINT}), set ${DINOV2_ENV}, or "

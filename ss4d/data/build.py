@@ -1,6 +1,6 @@
 """``ss4d-build-dataset``: animated 3D assets -> 4D training samples (see docs/data.md).
 
-Steps per clip, in order (each writes one folder atomically: ``<name>.tmp-<host>-<pid>`` then rename, with
+Steps per clip, in order (each writes one folder atomically: ``<name>.tmp-<host>-<pid>-*`` then rename, with
 a ``step.json`` holding the step's parameters and their hash; a folder whose hash matches the
 current parameters is a finished item and is skipped, anything else is redone):
 
@@ -19,6 +19,7 @@ does just that (and the latent statistics) after a multi-machine run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -32,10 +33,13 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from .features import AGGREGATIONS, DEFAULT_VISIBILITY_TOLERANCE
+from trellis_ext.atomic import atomic_directory
+
+from .features import AGGREGATIONS, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TOLERANCE
 from .gltf_animation import TIME_MODES
 from .render import RenderSettings
 from .voxelize import DEFAULT_RESOLUTION
@@ -53,6 +57,8 @@ METADATA_FILE = "metadata.csv"
 FRAMES_FILE = "frames.csv"
 STATS_DIR = "latent_stats"
 TMP_MARK = ".tmp-"
+DEFAULT_FRAMES = 36  # frames per clip (SS4D trains on the first 36 frames)
+DEFAULT_FPS = 24.0
 DEFAULT_STATIC_IOU = 0.95  # clip flagged low-motion if every frame's voxel IoU with frame 0 >= this
 DEFAULT_MAX_VOXELS = 32768  # clip flagged over budget if any frame has more voxels (SLat training filter)
 HASH_CHARS = 12
@@ -63,6 +69,11 @@ ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def tmp_suffix() -> str:
     """``.tmp-<host>-<pid>``: unique per process even with many machines on one shared file system."""
     return f"{TMP_MARK}{sanitize(socket.gethostname())}-{os.getpid()}"
+
+
+def frame_file(t: int) -> str:
+    """Per-frame file name inside a step folder (``voxels/``, ``features/<name>/``, ...)."""
+    return f"{t:03d}.npz"
 
 
 def sanitize(name: str) -> str:
@@ -107,32 +118,18 @@ def step_done(folder: Path, expected_hash: str) -> bool:
         return False
 
 
-class StepWriter:
-    """Context manager: yields a temp folder; on success writes step.json and renames it into place."""
-
-    def __init__(self, final: Path, params: dict, info: dict | None = None):
-        self.final, self.params, self.info = final, params, info or {}
-        self.tmp = final.with_name(final.name + tmp_suffix())
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        write_json_atomic(self.tmp / STEP_RECORD, {"params": self.params, "hash": params_hash(self.params),
-                                                    "info": self.info, "finished": time.time()})
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(self.tmp, self.final)
-        return False
+@contextlib.contextmanager
+def step_writer(final: Path, params: dict, info: dict | None = None) -> Iterator[Path]:
+    """Yields a temp folder beside ``final``; on success writes ``step.json`` into it and renames it
+    into place (:func:`trellis_ext.atomic.atomic_directory`); on an exception it is removed."""
+    with atomic_directory(str(final), prefix=f"{final.name}{tmp_suffix()}-") as tmp:
+        yield Path(tmp)
+        write_json_atomic(Path(tmp) / STEP_RECORD, {"params": params, "hash": params_hash(params),
+                                                   "info": info or {}, "finished": time.time()})
 
 
 def remove_stale_tmp(folder: Path) -> None:
-    """Delete leftovers of interrupted steps (``*.tmp-<pid>``) anywhere under a clip folder."""
+    """Delete leftovers of interrupted steps (``*.tmp-*``) anywhere under a clip folder."""
     if not folder.exists():
         return
     for p in sorted(folder.rglob(f"*{TMP_MARK}*"), key=lambda q: -len(q.parts)):
@@ -162,8 +159,8 @@ def find_assets(inputs: list[str], extensions: tuple[str, ...]) -> list[tuple[Pa
 @dataclass
 class BuildConfig:
     output: Path
-    frames: int = 36
-    fps: float = 24.0
+    frames: int = DEFAULT_FRAMES
+    fps: float = DEFAULT_FPS
     time_mode: str = "clamp"
     animations: str = "first"
     mesh_source: str = "auto"
@@ -173,7 +170,7 @@ class BuildConfig:
     feature_model: str | None = None
     aggregation: str = "visible"
     visibility_tolerance: float = DEFAULT_VISIBILITY_TOLERANCE
-    feature_batch: int = 16
+    feature_batch: int = DEFAULT_BATCH_SIZE
     ss_encoder: str | None = None
     slat_encoder: str | None = None
     device: str = "auto"
@@ -461,7 +458,7 @@ class _ClipContext:
             else:
                 seq = load_animated_mesh(self.path, self.clip.index, times, normalize=False)
             seq = normalize_clip(seq)
-            with StepWriter(folder, params, {"vertices": seq.num_vertices, "faces": len(seq.faces)}) as tmp:
+            with step_writer(folder, params, {"vertices": seq.num_vertices, "faces": len(seq.faces)}) as tmp:
                 save_mesh_sequence(seq, tmp)
             self._seq = seq
         if "mesh" in self.missing:
@@ -481,12 +478,12 @@ class _ClipContext:
         folder = self.cdir / "voxels"
         if self._run("voxelize", folder, params):
             self._need("mesh")
-            with StepWriter(folder, params) as tmp:
+            with step_writer(folder, params) as tmp:
                 for t in range(self.seq.num_frames):
-                    save_voxels(tmp / f"{t:03d}.npz", voxelize_surface(self.seq.vertices[t], self.seq.faces, res), res)
+                    save_voxels(tmp / frame_file(t), voxelize_surface(self.seq.vertices[t], self.seq.faces, res), res)
         if "voxelize" in self.missing:
             return
-        vox = [load_voxels(folder / f"{t:03d}.npz")[0] for t in range(self.record["num_frames"])]
+        vox = [load_voxels(folder / frame_file(t))[0] for t in range(self.record["num_frames"])]
         counts = [int(len(v)) for v in vox]
         ious = [voxel_iou(vox[0], v, res) for v in vox[1:]]
         flags = []
@@ -525,9 +522,9 @@ class _ClipContext:
             cond_params, cond_folder = self._cond_params(), self.cdir / "cond"
             # Blender renders the conditioning video in the same job when it is due as well
             with_cond = ("cond" in self.cfg.steps and self._run("cond", cond_folder, cond_params))
-            with StepWriter(folder, params) as tmp:
+            with step_writer(folder, params) as tmp:
                 if with_cond:
-                    with StepWriter(cond_folder, cond_params) as ctmp:
+                    with step_writer(cond_folder, cond_params) as ctmp:
                         render_clip(self.seq, self.cdir / "mesh", tmp, ctmp, self.record["clip_id"],
                                     self.cfg.render, self.b.renderer)
                     self.record["cond_rendered"] = True
@@ -548,7 +545,7 @@ class _ClipContext:
         folder = self.cdir / "cond"
         if self._run("cond", folder, params):
             self._need("mesh")
-            with StepWriter(folder, params) as tmp:
+            with step_writer(folder, params) as tmp:
                 render_clip(self.seq, self.cdir / "mesh", None, tmp, self.record["clip_id"], self.cfg.render,
                             self.b.renderer)
         if "cond" not in self.missing:
@@ -572,15 +569,15 @@ class _ClipContext:
         if self._run("features", folder, params):
             self._need("render", "voxelize")
             enc = b.dino()
-            with StepWriter(folder, params) as tmp:
+            with step_writer(folder, params) as tmp:
                 for t in range(self.record["num_frames"]):
                     rgba, depth, cams = load_frame_renders(self.cdir / "renders" / frame_dir_name(t))
-                    idx, res = load_voxels(self.cdir / "voxels" / f"{t:03d}.npz")
+                    idx, res = load_voxels(self.cdir / "voxels" / frame_file(t))
                     maps = extract_patch_maps(enc, images_to_tensor(rgba), cfg.feature_batch)
                     vf = aggregate_features(idx, res, maps, cams, depth, cfg.aggregation, cfg.visibility_tolerance)
                     if len(vf.indices) == 0:
                         raise RuntimeError(f"frame {t}: no voxel is seen by any view")
-                    np.savez_compressed(tmp / f"{t:03d}.npz", indices=vf.indices.astype(index_dtype(res)),
+                    np.savez_compressed(tmp / frame_file(t), indices=vf.indices.astype(index_dtype(res)),
                                         patchtokens=vf.feats.astype(np.float16),
                                         num_views=vf.num_views.astype(np.uint16), resolution=np.int64(res))
                     tokens.append(int(len(vf.indices)))
@@ -588,7 +585,7 @@ class _ClipContext:
             return
         else:
             for t in range(self.record["num_frames"]):
-                with np.load(folder / f"{t:03d}.npz") as z:
+                with np.load(folder / frame_file(t)) as z:
                     tokens.append(int(len(z["indices"])))
         self.record.setdefault("features", {})[name] = {"aggregation": cfg.aggregation,
                                                         "tokens_per_frame": tokens,
@@ -606,11 +603,11 @@ class _ClipContext:
         folder = self.cdir / "ss_latents" / name
         if self._run("ss_latent", folder, params):
             self._need("voxelize")
-            vox = [load_voxels(self.cdir / "voxels" / f"{t:03d}.npz")[0] for t in range(self.record["num_frames"])]
+            vox = [load_voxels(self.cdir / "voxels" / frame_file(t))[0] for t in range(self.record["num_frames"])]
             z = encode_ss_latents(self.b.ss_encoder(), vox, self.cfg.voxel_resolution)
-            with StepWriter(folder, params) as tmp:
+            with step_writer(folder, params) as tmp:
                 for t in range(len(z)):
-                    np.savez_compressed(tmp / f"{t:03d}.npz", mean=z[t].astype(np.float32))
+                    np.savez_compressed(tmp / frame_file(t), mean=z[t].astype(np.float32))
         if "ss_latent" not in self.missing:
             self.record.setdefault("ss_latents", {})[name] = True
 
@@ -629,12 +626,12 @@ class _ClipContext:
             self._need("features")
             frames = []
             for t in range(self.record["num_frames"]):
-                with np.load(self.cdir / "features" / feat / f"{t:03d}.npz") as z:
+                with np.load(self.cdir / "features" / feat / frame_file(t)) as z:
                     frames.append((z["indices"].astype(np.int64), z["patchtokens"].astype(np.float32)))
             lat = encode_slat_latents(self.b.slat_encoder(), frames)
-            with StepWriter(folder, params) as tmp:
+            with step_writer(folder, params) as tmp:
                 for t, (coords, feats) in enumerate(lat):
-                    np.savez_compressed(tmp / f"{t:03d}.npz", coords=coords.astype(index_dtype(res)),
+                    np.savez_compressed(tmp / frame_file(t), coords=coords.astype(index_dtype(res)),
                                         feats=feats.astype(np.float32))
         if "latent" not in self.missing:
             self.record.setdefault("latents", {})[name] = True
@@ -768,8 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="asset files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="dataset folder (created; reused to resume)")
     g = p.add_argument_group("clips")
-    g.add_argument("--frames", type=int, default=36, help="frames per clip (default 36, as SS4D)")
-    g.add_argument("--fps", type=float, default=24.0, help="sampling rate in frames per second (default 24)")
+    g.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames per clip (default {DEFAULT_FRAMES}, as SS4D)")
+    g.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help=f"sampling rate in frames per second (default {DEFAULT_FPS:g})")
     g.add_argument("--time-mode", choices=TIME_MODES, default="clamp",
                    help="clamp: hold the last pose past the clip end; loop: wrap; stretch: spread --frames over "
                         "the whole clip (ignores --fps)")
@@ -782,8 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: Blender when its environment exists (make setup-blender), else the torch rasteriser")
     g.add_argument("--views", type=int, default=d.num_views, help=f"views per frame (default {d.num_views})")
     g.add_argument("--resolution", type=int, default=d.resolution, help="view resolution in pixels")
-    g.add_argument("--radius", type=float, default=d.radius, help="camera distance (default 2)")
-    g.add_argument("--fov", type=float, default=d.fov_deg, help="field of view in degrees (default 40)")
+    g.add_argument("--radius", type=float, default=d.radius, help=f"camera distance (default {d.radius:g})")
+    g.add_argument("--fov", type=float, default=d.fov_deg, help=f"field of view in degrees (default {d.fov_deg:g})")
     g.add_argument("--cond-camera", choices=("front", "random"), default=d.cond_camera,
                    help="fixed camera of the conditioning video")
     g.add_argument("--cond-resolution", type=int, default=None, help="conditioning video size (default --resolution)")
@@ -806,7 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="visible: average only views that see the voxel (SS4D); mean: all views (TRELLIS)")
     g.add_argument("--visibility-tolerance", type=float, default=DEFAULT_VISIBILITY_TOLERANCE,
                    help="depth-test slack in voxel diagonals")
-    g.add_argument("--feature-batch", type=int, default=16, help="views per DINOv2 batch")
+    g.add_argument("--feature-batch", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"views per DINOv2 batch (default {DEFAULT_BATCH_SIZE})")
     g.add_argument("--ss-encoder", default=None, help="SS VAE encoder checkpoint stem (<path>.json/.safetensors)")
     g.add_argument("--slat-encoder", default=None, help="SLat (3D or 4D) encoder checkpoint stem")
     g.add_argument("--device", default="auto", help="torch device for features/encoders (auto: cuda if present)")

@@ -69,14 +69,9 @@ class LatentStats:
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """``trellis_ext.models.from_pretrained(path)`` in eval mode (fp32 on CPU)."""
-    try:
-        from trellis_ext.models import from_pretrained
-    except ImportError as exc:  # pragma: no cover - the core package is part of this repo
-        raise RuntimeError(f"trellis_ext.models is unavailable: {exc}") from None
-    try:  # registers the 4D classes (SLatEncoder4D...) that SS4D checkpoints resolve to
-        import ss4d.models  # noqa: F401
-    except ImportError:
-        pass
+    import ss4d.models  # noqa: F401  (registers the 4D classes (SLatEncoder4D...) of SS4D checkpoints)
+    from trellis_ext.models import from_pretrained
+
     overrides = {"use_fp16": False} if torch.device(device).type == "cpu" else {}
     try:
         model = from_pretrained(str(path), **overrides)

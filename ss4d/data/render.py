@@ -240,12 +240,11 @@ def _render_blender(mesh_dir, renders_dir, cond_dir, views, cond_cam, frames, se
 
 
 def write_preview_video(cond_dir: Path, frames: list[int], fps: float = COND_VIDEO_FPS) -> None:
-    """``cond/video.mp4`` (RGBA composited over white) for eyeballing; skipped without ffmpeg."""
-    try:
-        import imageio.v2 as imageio
-        from PIL import Image
-    except ImportError:
-        return
+    """``cond/video.mp4`` (RGBA composited over white) for eyeballing; skipped if ffmpeg fails."""
+    from PIL import Image
+
+    from ss4d.export import write_video
+
     imgs = []
     for t in frames:
         with Image.open(cond_dir / f"{t:03d}.png") as im:
@@ -255,7 +254,7 @@ def write_preview_video(cond_dir: Path, frames: list[int], fps: float = COND_VID
         h, w = rgb.shape[:2]
         imgs.append(rgb[: h // 2 * 2, : w // 2 * 2].astype(np.uint8))  # yuv420p needs even sizes
     try:
-        imageio.mimsave(cond_dir / COND_VIDEO, imgs, fps=fps, macro_block_size=1)
+        write_video(imgs, cond_dir / COND_VIDEO, fps)
     except Exception as exc:  # missing ffmpeg backend etc.; the PNGs are the data of record
         log.info("preview video skipped: %s", exc)
 

@@ -8,11 +8,13 @@ root, where permission bits say nothing).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Union
+
+from trellis_ext.atomic import atomic_directory
 
 from ..errors import InputError
 
@@ -53,42 +55,25 @@ def check_output_dir(path: PathLike, overwrite: bool = False) -> Path:
 
 class OutputFolder:
     """``with OutputFolder(path, overwrite) as tmp:`` write into ``tmp``; on success ``tmp`` becomes
-    ``path`` (replacing an existing folder only when ``overwrite``); on an exception it is removed."""
+    ``path`` (replacing an existing folder only when ``overwrite``); on an exception it is removed
+    (:func:`trellis_ext.atomic.atomic_directory`)."""
 
     def __init__(self, path: PathLike, overwrite: bool = False):
         self.path = check_output_dir(path, overwrite)
         self.overwrite = overwrite
-        self.tmp: Optional[Path] = None
+        self._writer = None
 
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.tmp-"))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        try:
-            self.commit()
-        except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
-        return False
-
-    def commit(self) -> None:
-        old = None
-        if self.path.exists():
-            if not self.overwrite and any(self.path.iterdir()):
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Path]:
+        with atomic_directory(str(self.path), prefix=f".{self.path.name}.tmp-") as tmp:
+            yield Path(tmp)
+            if not self.overwrite and self.path.is_dir() and any(self.path.iterdir()):
                 raise InputError(f"output folder {self.path} appeared while running",
                                  "pass --overwrite or choose another folder with -o")
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.rename(self.path, old)
-        try:
-            os.rename(self.tmp, self.path)
-        except BaseException:
-            if old is not None:
-                os.rename(old, self.path)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        self._writer = self._write()
+        return self._writer.__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return self._writer.__exit__(exc_type, exc, tb)

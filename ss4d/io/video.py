@@ -54,7 +54,7 @@ FOLDER_FPS = 8.0
 MIN_FRAMES = 2
 #: ffmpeg decoders that keep the alpha plane of VP8/VP9 WebM (the native ones drop it).
 ALPHA_DECODERS = {"vp9": "libvpx-vp9", "vp8": "libvpx"}
-SUPPORTED = "a video (.mp4 .mov .webm .mkv .avi .m4v), an animated .gif, or a folder of frames (.png/.jpg)"
+SUPPORTED = f"a video ({' '.join(VIDEO_EXTENSIONS)}), an animated .gif, or a folder of frames (.png/.jpg)"
 
 
 @dataclass

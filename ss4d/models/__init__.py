@@ -10,11 +10,15 @@
 Importing this package registers the 4D classes with ``trellis_ext.models``' registry, so
 ``trellis_ext.models.from_pretrained`` (and ``ss4d.models.from_pretrained``) load SS4D checkpoints.
 """
+from ss4d.modules.rope import ROPE_T_MODE
 from trellis_ext.models import CheckpointError, from_pretrained, get_model_class, save_pretrained
 from trellis_ext.models.registry import register_model, register_variant
 
+# the loader re-exported for convenience; the 4D classes resolve lazily through ``__getattr__``
+__all__ = ["from_pretrained", "save_pretrained", "CheckpointError", "inflate_from_trellis", "is_4d_config"]
+
 FOUR_D_ARG_KEYS = ("expand_self_attn",)
-TEMPORAL_PE_MODES = ("rope_t",)
+TEMPORAL_PE_MODES = (ROPE_T_MODE,)
 
 
 def is_4d_config(args) -> bool:

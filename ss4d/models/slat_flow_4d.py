@@ -42,16 +42,15 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ss4d.frames import check_folded_batch
-from ss4d.modules.rope import DEFAULT_BASE
+from ss4d.modules.rope import DEFAULT_BASE, PE_MODES_4D, ROPE_T_MODE
 from ss4d.modules.sparse_temporal_blocks import ModulatedSparseTransformerCross4DBlock
 from ss4d.modules.sparse_temporal_resblocks import (SparseResBlock1d, SparseResBlock3dFrames, SparseResBlock4d,
-                                                    SparseResBlockTemporal)
+                                                    SparseResBlockTemporal, average_emb_groups)
 from ss4d.sparse import (MEAN_MODES, TEMPORAL_FACTOR, SparseDownsampleTemporal, SparseUpsampleTemporal,
                          check_even_frames)
-from trellis_ext.models.base import xavier_init_linears, zero_module
+from trellis_ext.models.base import output_norm, xavier_init_linears, zero_module
 from trellis_ext.models.structured_latent_flow import SLatFlowModel
 from trellis_ext.modules.embeddings import AbsolutePositionEmbedder
 from trellis_ext.sparse import SparseTensor
@@ -69,13 +68,12 @@ UNSUPPORTED_CONV_TYPES = {
     "4D": "conv_type='4D' (spatio-temporal 4D convs in the spatial I/O blocks) is an unreleased SS4D "
           "ablation and is not implemented; use '3D_1D' (released), '3D_4D' or 'non'",
 }
-PE_MODES_4D = ("ape", "rope_t")
 TEMPORAL_KEY_PREFIXES = ("input_blocks_t.", "out_blocks_t.")
 """State-dict prefixes of the parameters SS4D adds to TRELLIS's SLat flow."""
 TEMPORAL_LEVELS = 1
 """Temporal compression levels (SS4D hard-codes one pair merge)."""
 FLOW_4D_DEFAULTS: Dict[str, Any] = {
-    "pe_mode": "rope_t", "expand_self_attn": True, "conv_type": "3D_1D", "num_io_res4d_blocks": 2,
+    "pe_mode": ROPE_T_MODE, "expand_self_attn": True, "conv_type": "3D_1D", "num_io_res4d_blocks": 2,
     "temporal_mean_mode": "exact",
 }
 """The 4D args :func:`inflate_slat_flow` adds to a TRELLIS config (``io_block_channels_t`` defaults to
@@ -141,7 +139,7 @@ class SLatFlow4DModel(SLatFlowModel):
                          share_mod=share_mod, qk_rms_norm=qk_rms_norm, qk_rms_norm_cross=qk_rms_norm_cross)
         self.num_io_res4d_blocks = num_io_res4d_blocks
         self.io_block_channels_t = io_block_channels_t
-        if pe_mode == "rope_t":  # the base adds APE only for "ape"; SS4D keeps it with rope_t
+        if pe_mode == ROPE_T_MODE:  # the base adds APE only for "ape"; SS4D keeps it with rope_t
             self.pos_embedder = AbsolutePositionEmbedder(model_channels)
         self.input_blocks_t, self.out_blocks_t = self._build_temporal_stage(num_io_res_blocks, num_io_res4d_blocks)
         xavier_init_linears(self.input_blocks_t)
@@ -174,7 +172,7 @@ class SLatFlow4DModel(SLatFlowModel):
             self.model_channels, self.cond_channels, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
             attn_mode="full", use_checkpoint=self.use_checkpoint, share_mod=self.share_mod,
             qk_rms_norm=self.qk_rms_norm, qk_rms_norm_cross=self.qk_rms_norm_cross,
-            expand_self_attn=self.expand_self_attn, use_rope_t=(self.pe_mode == "rope_t"),
+            expand_self_attn=self.expand_self_attn, use_rope_t=(self.pe_mode == ROPE_T_MODE),
             rope_base=self.rope_base)
 
     def initialize_weights(self) -> None:
@@ -224,7 +222,7 @@ class SLatFlow4DModel(SLatFlowModel):
     @staticmethod
     def pair_average(emb: torch.Tensor) -> torch.Tensor:
         """[B·T, C] -> [B·T/2, C]: mean of rows 2k and 2k+1."""
-        return emb.view(emb.shape[0] // TEMPORAL_FACTOR, TEMPORAL_FACTOR, -1).mean(dim=1)
+        return average_emb_groups(emb, emb.shape[0] // TEMPORAL_FACTOR)
 
     @staticmethod
     def pair_concat_cond(cond: torch.Tensor) -> torch.Tensor:
@@ -259,7 +257,7 @@ class SLatFlow4DModel(SLatFlowModel):
             h = self.run_out_blocks(h, self.out_blocks_t, skips_t, t_emb, num_frames=num_frames)
         h = self.run_out_blocks(h, self.out_blocks, skips, t_emb, num_frames=num_frames)
 
-        h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
+        h = output_norm(h)
         return self.out_layer(h.type(x.dtype))
 
     def _temporal_block(self, block: nn.Module, h: SparseTensor, t_emb: torch.Tensor, num_frames: int):

@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional
 
 import torch.nn as nn
 
-from ss4d.frames import check_folded_batch
-from ss4d.modules.rope import DEFAULT_BASE
+from ss4d.frames import require_num_frames
+from ss4d.modules.rope import DEFAULT_BASE, PE_MODES_4D, ROPE_T_MODE
 from ss4d.modules.sparse_temporal_blocks import SparseTransformer4DBlock
 from trellis_ext.models.structured_latent_vae import SLatEncoder, SLatGaussianDecoder
 from trellis_ext.modules.embeddings import AbsolutePositionEmbedder
@@ -38,9 +38,7 @@ from .weight_transfer import build_inflated
 __all__ = ["SLatEncoder4D", "SLatGaussianDecoder4D", "inflate_slat_encoder", "inflate_slat_decoder",
            "VAE_4D_DEFAULTS", "PE_MODES_4D"]
 
-PE_MODES_4D = ("ape", "rope_t")
-"""``ape``: 3D APE only; ``rope_t``: 3D APE + RoPE-t in the expanded self-attention."""
-VAE_4D_DEFAULTS: Dict[str, Any] = {"pe_mode": "rope_t", "expand_self_attn": True}
+VAE_4D_DEFAULTS: Dict[str, Any] = {"pe_mode": ROPE_T_MODE, "expand_self_attn": True}
 """The 4D args SS4D adds to a TRELLIS SLat VAE config (the ``inflate_*`` defaults)."""
 
 
@@ -57,10 +55,10 @@ class _Temporal4DBackboneMixin:
         # plain attributes, readable by _make_block during the base constructor
         self.expand_self_attn = bool(expand_self_attn)
         self.rope_base = float(rope_base)
-        self.use_rope_t = pe_mode == "rope_t"
+        self.use_rope_t = pe_mode == ROPE_T_MODE
 
     def _finish_temporal(self) -> None:
-        if self.pe_mode == "rope_t":  # the base adds APE only for "ape"; SS4D keeps it with rope_t
+        if self.pe_mode == ROPE_T_MODE:  # the base adds APE only for "ape"; SS4D keeps it with rope_t
             self.pos_embedder = AbsolutePositionEmbedder(self.model_channels)
 
     def _make_block(self, index: int, attn_mode: str, window_size: Optional[int], shift: int) -> nn.Module:
@@ -74,12 +72,8 @@ class _Temporal4DBackboneMixin:
         h = self.input_layer(x)
         return h + self.pos_embedder(x.coords[:, 1:]).to(h.dtype)
 
-    @staticmethod
-    def _check_frames(x: SparseTensor, num_frames: int) -> int:
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int):
-            raise TypeError(f"num_frames must be an int; got {type(num_frames).__name__}")
-        check_folded_batch(x.batch_size, num_frames)
-        return num_frames
+    def _check_frames(self, x: SparseTensor, num_frames: int) -> int:
+        return require_num_frames(num_frames, x.batch_size, type(self).__name__)
 
 
 class SLatEncoder4D(_Temporal4DBackboneMixin, SLatEncoder):

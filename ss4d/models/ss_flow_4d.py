@@ -29,22 +29,19 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from ss4d.frames import FrameLayoutError, check_folded_batch
-from ss4d.modules.rope import DEFAULT_BASE
+from ss4d.frames import FrameLayoutError, require_num_frames
+from ss4d.modules.rope import DEFAULT_BASE, PE_MODES_4D, ROPE_T_MODE
 from ss4d.modules.temporal_attention import temporal_block_window
 from ss4d.modules.temporal_blocks import ModulatedTransformerCross4DBlock
 from trellis_ext.models.base import zero_module
 from trellis_ext.models.sparse_structure_flow import SparseStructureFlowModel
-from trellis_ext.modules.spatial import patchify
 
 from .weight_transfer import build_inflated
 
 __all__ = ["SparseStructureFlow4DModel", "inflate_ss_flow", "PE_MODES", "FOUR_D_ARGS", "TEMPORAL_PARAM_PREFIXES"]
 
 #: Position-embedding modes: "ape" = TRELLIS's 3D APE only; "rope_t" = 3D APE + temporal RoPE.
-PE_MODES = ("ape", "rope_t")
-#: pe_mode values that add the 3D absolute embedding ``pos_emb``.
-APE_MODES = ("ape", "rope_t")
+PE_MODES = PE_MODES_4D
 #: Constructor args the 4D model adds to TRELLIS's (``pe_mode`` is shared but gains "rope_t").
 FOUR_D_ARGS = ("pe_mode", "rope_base", "window_size", "expand_self_attn", "insert_temporal")
 #: Sub-module names (inside each block) that hold parameters TRELLIS does not have.
@@ -81,7 +78,7 @@ class SparseStructureFlow4DModel(SparseStructureFlowModel):
             raise ValueError("window_size (temporal windows of the self-attention) needs expand_self_attn=True")
         # read by _make_block, which the base constructor calls
         self._temporal_cfg = dict(window_size=window_size, expand_self_attn=expand_self_attn,
-                                  insert_temporal=insert_temporal, use_rope_t=(pe_mode == "rope_t"),
+                                  insert_temporal=insert_temporal, use_rope_t=(pe_mode == ROPE_T_MODE),
                                   rope_base=float(rope_base))
         # the base builds ``pos_emb`` for "ape"; rope_t keeps it too (see embed_tokens)
         super().__init__(resolution, in_channels, model_channels, cond_channels, out_channels, num_blocks,
@@ -115,22 +112,14 @@ class SparseStructureFlow4DModel(SparseStructureFlowModel):
 
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """[(B·T), C, R, R, R] -> tokens [(B·T), (R/p)³, model_channels] + the 3D APE (ape and rope_t)."""
-        h = self.input_layer(self._patch_tokens(x))
-        if self.pe_mode in APE_MODES:
+        h = super().embed_tokens(x)  # TRELLIS's: patchify, input_layer, pos_emb only for pe_mode "ape"
+        if self.pe_mode == ROPE_T_MODE:  # rope_t keeps TRELLIS's APE too
             h = h + self.pos_emb[None].to(h.dtype)
         return h
 
-    def _patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """[(B·T), C, R, R, R] -> [(B·T), (R/p)³, C·p³] patch vectors in row-major (x, y, z) order."""
-        h = patchify(x, self.patch_size)
-        return h.reshape(h.shape[0], h.shape[1], -1).permute(0, 2, 1)
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, num_frames: int,
                 **block_kwargs) -> torch.Tensor:
-        if num_frames is None:
-            raise FrameLayoutError("SparseStructureFlow4DModel needs num_frames (frames per clip)")
-        num_frames = int(num_frames)
-        check_folded_batch(x.shape[0], num_frames)
+        num_frames = require_num_frames(num_frames, x.shape[0], type(self).__name__)
         if t.dim() != 1 or t.shape[0] != x.shape[0]:
             raise FrameLayoutError(f"t must be [(B·T)] = [{x.shape[0]}] (one value per frame row); "
                                    f"got {list(t.shape)}")

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ss4d.frames import fold_frames
+from ss4d.frames import fold_frames, unfold_frames
 
 __all__ = ["encode_frames", "decode_frames", "occupied_coords", "freeze", "DEFAULT_CHUNK_FRAMES",
            "OCCUPANCY_THRESHOLD"]
@@ -46,10 +46,9 @@ def _per_frame(fn: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor, c
     ``chunk_size`` frames; returns [B, T, ...]."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 frame, got {chunk_size}")
-    batch, frames = clip.shape[:2]
     folded = fold_frames(clip)
     out = torch.cat([fn(folded[i:i + chunk_size]) for i in range(0, folded.shape[0], chunk_size)], dim=0)
-    return out.reshape(batch, frames, *out.shape[1:])
+    return unfold_frames(out, clip.shape[1])
 
 
 def encode_frames(encoder: nn.Module, occupancy: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_FRAMES,

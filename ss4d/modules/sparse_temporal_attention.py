@@ -32,8 +32,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ss4d.frames import check_folded_batch, row_frames, row_samples
-from ss4d.modules.rope import DEFAULT_BASE, apply_rotary
+from ss4d.frames import require_num_frames, row_frames, row_samples
+from ss4d.modules.rope import DEFAULT_BASE, apply_rotary_qk
 from trellis_ext.attention import SparseMultiHeadAttention, partition_cache_key, window_partition
 from trellis_ext.sparse import SparseTensor
 
@@ -67,11 +67,7 @@ def _per_axis(value: IntOrSeq, what: str) -> Tuple[int, ...]:
 
 
 def _require_frames(x: SparseTensor, num_frames: Optional[int]) -> int:
-    if num_frames is None:
-        raise ValueError("temporal attention needs num_frames (frames per sample of the folded batch)")
-    num_frames = int(num_frames)
-    check_folded_batch(x.batch_size, num_frames)
-    return num_frames
+    return require_num_frames(num_frames, x.batch_size, "temporal attention")
 
 
 def frame_group_seqlens(x: SparseTensor, num_frames: int) -> List[int]:
@@ -140,7 +136,7 @@ class SparseTemporalMultiHeadAttention(SparseMultiHeadAttention):
         if not (self.is_temporal and self.use_rope_t):
             return q, k
         positions = row_frames(x, _require_frames(x, num_frames))
-        return apply_rotary(q, positions, self.rope_base), apply_rotary(k, positions, self.rope_base)
+        return apply_rotary_qk(q, k, positions, self.rope_base)
 
     def self_attn_partition(self, x: SparseTensor, num_frames: Optional[int] = None, **kwargs) -> Partition:
         if not self.is_temporal:

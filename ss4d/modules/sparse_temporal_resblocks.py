@@ -10,9 +10,10 @@ plus the skip; an up/down step first, applied to both paths) with:
 * :class:`SparseResBlock3dFrames` -- the spatial 3D block fed with ``num_frames`` (ignored by its convs).
 
 Inputs: x folded SparseTensor feats [N, channels] with coords (b·T + t, x, y, z); emb [B·T, C_emb]
-(one row per original frame); ``num_frames`` = T of the *input*. A downsampling block convolves its
-merged output with T/2 frames; an upsampling block restores T. When emb has more rows than x has
-batch entries (after a merge), consecutive rows are averaged per entry (SS4D:
+(one row per original frame); ``num_frames`` = T, the clip's frame count before the pair merge (the
+input's for a downsampling or plain block, the output's for an upsampling one). A downsampling block
+convolves its merged output with T/2 frames; an upsampling block restores T. When emb has more rows
+than x has batch entries (after a merge), consecutive rows are averaged per entry (SS4D:
 ``emb.view(entries, -1, C).mean(1)``) *before* ``emb_layers``.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ss4d.frames import FrameLayoutError
 from ss4d.sparse import (SparseConv1d, SparseConv4d, SparseDownsampleTemporal, SparseUpsampleTemporal,
                          TEMPORAL_FACTOR)
 from trellis_ext.models.structured_latent_flow import SparseResBlock3d
@@ -75,16 +77,12 @@ class SparseResBlockTemporal(SparseResBlock3dFrames):
         return num_frames // TEMPORAL_FACTOR if self.downsample else num_frames
 
     def _updown(self, x: SparseTensor, num_frames: int = None, **kwargs) -> SparseTensor:
-        if self.updown is None:
-            return x
-        if self.downsample:
-            return self.updown(x, num_frames)
-        return self.updown(x)
+        return x if self.updown is None else self.updown(x, num_frames)
 
     def _conv(self, conv: nn.Module, x: SparseTensor, num_frames: int = None, **kwargs) -> SparseTensor:
         if num_frames is None:
-            raise ValueError(f"{type(self).__name__} needs num_frames")
-        return conv(x, self._frames_after_updown(int(num_frames)))
+            raise FrameLayoutError(f"{type(self).__name__} needs num_frames")
+        return conv(x, self._frames_after_updown(num_frames))
 
 
 class SparseResBlock1d(SparseResBlockTemporal):

@@ -25,8 +25,8 @@ from typing import List, Optional
 
 import torch
 
-from ss4d.frames import check_folded_batch, split_folded_index
-from ss4d.modules.rope import DEFAULT_BASE, apply_rotary
+from ss4d.frames import check_folded_batch, require_num_frames, split_folded_index
+from ss4d.modules.rope import DEFAULT_BASE, apply_rotary_qk
 from trellis_ext.attention.modules import MultiHeadAttention
 
 __all__ = ["TemporalMultiHeadAttention", "temporal_window_frames", "temporal_block_window",
@@ -67,13 +67,6 @@ def temporal_block_window(block_index: int, window_size: Optional[int]):
         return None, 0
     shift = (window_size // WINDOW_SHIFT_DIVISOR) * (block_index % WINDOW_SHIFT_PERIOD)
     return window_size, shift
-
-
-def _require_num_frames(num_frames, who: str) -> int:
-    if num_frames is None:
-        raise ValueError(f"{who} needs the number of frames: call it with num_frames=T "
-                         "(x is [(B·T), L, C], frames folded into the batch axis)")
-    return int(num_frames)
 
 
 class TemporalMultiHeadAttention(MultiHeadAttention):
@@ -124,17 +117,15 @@ class TemporalMultiHeadAttention(MultiHeadAttention):
         """RoPE-t: rows b·T + t of q/k [(B·T), L, H, D] rotated by the frame index t."""
         if not self.use_rope_t:
             return q, k
-        num_frames = _require_num_frames(num_frames, type(self).__name__)
-        check_folded_batch(q.shape[0], num_frames)
+        num_frames = require_num_frames(num_frames, q.shape[0], type(self).__name__)
         _, frame = split_folded_index(torch.arange(q.shape[0], device=q.device), num_frames)
         positions = frame[:, None]                                    # [(B·T), 1] -> broadcast over L
-        return apply_rotary(q, positions, self.rope_base), apply_rotary(k, positions, self.rope_base)
+        return apply_rotary_qk(q, k, positions, self.rope_base)
 
     def self_attn_segments(self, batch: int, length: int, num_frames=None, **kwargs) -> List[int]:
         """Segment lengths over the [(B·T)·L] flattened rows: per sample, ``frames_in_window · L`` per
         temporal window (rows of a sample are contiguous because the batch is frame-minor)."""
-        num_frames = _require_num_frames(num_frames, type(self).__name__)
-        samples = check_folded_batch(batch, num_frames)
+        samples = check_folded_batch(batch, require_num_frames(num_frames, batch, type(self).__name__))
         return [n * length for n in self.window_frames(num_frames)] * samples
 
     def extra_repr(self) -> str:

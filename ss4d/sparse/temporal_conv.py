@@ -27,21 +27,22 @@ Backends (one weight tensor for both):
 
 The choice follows trellis_ext's rule (:func:`trellis_ext.sparse.conv.select_backend`: the
 ``backend`` argument, else ``SPARSE_CONV_BACKEND`` = ``auto|torch|spconv``; auto = spconv iff the
-features are on CUDA and spconv imports).
+features are on CUDA, fp32 / fp16, and spconv imports), the same as for the 3D convs.
 """
 from __future__ import annotations
 
-import math
+import functools
 import os
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from ss4d.frames import check_folded_batch, split_folded_index
+from ss4d.frames import check_folded_batch, require_num_frames, split_folded_index
 from trellis_ext.sparse import SparseTensor
-from trellis_ext.sparse.conv import (NeighborMap, SubMConvWeights, build_neighbor_map, kernel_offsets,
+from trellis_ext.sparse.conv import (NeighborMap, SubMConvWeights, cached_neighbor_map, kernel_offsets,
                                      pad_offsets, select_backend, submanifold_conv)
+from trellis_ext.sparse.conv.backends import SPCONV_ALGO_ENV
 
 __all__ = [
     "KERNEL_AXES",
@@ -59,7 +60,6 @@ SAMPLE_COLUMNS = 1
 """Key columns the kernel never moves along: the sample index b."""
 _NEIGHBOR_CACHE_PREFIX = "temporal_subm_neighbor_map"
 _SPCONV_INDICE_CACHE_PREFIX = "temporal_spconv_indice_dict"
-_SPCONV_ALGO_ENV = "SPCONV_ALGO"
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -70,13 +70,6 @@ def sample_frame_keys(coords: torch.Tensor, num_frames: int) -> torch.Tensor:
     return torch.cat([sample[:, None], frame[:, None], coords[:, 1:].long()], dim=1)
 
 
-def _check_frames(x: SparseTensor, num_frames: int) -> int:
-    if not isinstance(num_frames, int) or isinstance(num_frames, bool):
-        raise TypeError(f"num_frames must be an int; got {type(num_frames).__name__}")
-    check_folded_batch(x.batch_size, num_frames)
-    return num_frames
-
-
 def temporal_neighbor_map(x: SparseTensor, kernel_size: Tuple[int, ...], num_frames: int) -> NeighborMap:
     """Neighbour map of ``x`` over keys (b, t, x, y, z) for a (t, x, y, z) kernel, cached on ``x``.
 
@@ -84,14 +77,8 @@ def temporal_neighbor_map(x: SparseTensor, kernel_size: Tuple[int, ...], num_fra
     site ``(b, t, x, y, z) + (0, d_j)`` or -1 (tap order = spconv's row-major kernel order).
     """
     key = f"{_NEIGHBOR_CACHE_PREFIX}_{tuple(kernel_size)}_T{num_frames}"
-    cached = x.get_spatial_cache(key)
-    if isinstance(cached, NeighborMap) and cached.matches(x.coords):
-        return cached
-    keys = sample_frame_keys(x.coords, num_frames)
-    offsets = pad_offsets(kernel_offsets(kernel_size), SAMPLE_COLUMNS).to(keys.device)
-    nmap = NeighborMap(build_neighbor_map(keys, offsets), source=x.coords)
-    x.register_spatial_cache(key, nmap)
-    return nmap
+    offsets = pad_offsets(kernel_offsets(kernel_size), SAMPLE_COLUMNS)
+    return cached_neighbor_map(x, key, offsets, keys_fn=functools.partial(sample_frame_keys, num_frames=num_frames))
 
 
 def _torch_subm_conv_temporal(x, weight, bias, kernel_size, num_frames, indice_key):
@@ -107,7 +94,7 @@ def _spconv_shell(c_in: int, c_out: int, kernel_size, has_bias: bool, indice_key
     """A parameterless ``SubMConv4d`` used only for its forward (the caller's weight is attached per call)."""
     import spconv.pytorch as spconv
 
-    algo_name = os.environ.get(_SPCONV_ALGO_ENV, "auto").strip().lower()
+    algo_name = os.environ.get(SPCONV_ALGO_ENV, "auto").strip().lower()
     cfg = (c_in, c_out, tuple(kernel_size), has_bias, indice_key, algo_name)
     shell = _SPCONV_SHELLS.get(cfg)
     if shell is None:
@@ -117,7 +104,7 @@ def _spconv_shell(c_in: int, c_out: int, kernel_size, has_bias: bool, indice_key
 
             table = {"native": ConvAlgo.Native, "implicit_gemm": ConvAlgo.MaskImplicitGemm}
             if algo_name not in table:
-                raise ValueError(f"{_SPCONV_ALGO_ENV} must be auto|native|implicit_gemm; got {algo_name!r}")
+                raise ValueError(f"{SPCONV_ALGO_ENV} must be auto|native|implicit_gemm; got {algo_name!r}")
             kwargs["algo"] = table[algo_name]
         shell = spconv.SubMConv4d(c_in, c_out, tuple(kernel_size), bias=has_bias, indice_key=indice_key,
                                   **kwargs)
@@ -138,7 +125,7 @@ def _spconv_subm_conv_temporal(x, weight, bias, kernel_size, num_frames, indice_
     shell.__dict__["bias"] = None if bias is None else bias.to(feats.dtype)
     keys = sample_frame_keys(x.coords, num_frames).to(torch.int32).contiguous()
     spatial_shape = (keys[:, 1:].max(0).values + 1).tolist() if keys.shape[0] else [1] * KERNEL_AXES
-    num_samples = x.batch_size // num_frames
+    num_samples = check_folded_batch(x.batch_size, num_frames)
     sp = spconv.SparseConvTensor(feats, keys, spatial_shape, num_samples)
     cache_key = f"{_SPCONV_INDICE_CACHE_PREFIX}_T{num_frames}"
     indice_dict = x.get_spatial_cache(cache_key)
@@ -176,8 +163,8 @@ def subm_conv_temporal(
     Returns:
         feats [N, Cout] in x's row order.
     """
-    _check_frames(x, num_frames)
-    name = select_backend(x.device, backend)
+    num_frames = require_num_frames(num_frames, x.batch_size, "subm_conv_temporal")
+    name = select_backend(x.device, backend, x.feats.dtype)
     return _BACKENDS[name](x, weight, bias, tuple(kernel_size), num_frames, indice_key)
 
 
@@ -229,10 +216,6 @@ class SparseTemporalConv(nn.Module):
         self.indice_key = indice_key
         self.backend = backend
         self.conv = SubMConvWeights(in_channels, out_channels, kernel_size, (1,) * KERNEL_AXES, bias)
-
-    @property
-    def num_taps(self) -> int:
-        return math.prod(self.kernel_size)
 
     def forward(self, x: SparseTensor, num_frames: int) -> SparseTensor:
         if x.feats.dim() != 2 or x.feats.shape[1] != self.in_channels:

@@ -23,7 +23,8 @@ Valid frame counts: **T must be even** (T = 2, 4, 6, ...); an odd T raises
 Cache layout: the packed tensor has its *own* spatial cache (its voxel set differs from the
 input's at the same spatial scale, so neighbour maps / window partitions must not be shared). It
 stores under :data:`UPSAMPLE_T_CACHE_KEY` the original coords, layout, shape, scale, the inverse
-index [N] and the original tensor's cache dict, which the paired upsample hands back.
+index [N], the packed voxel count and the original tensor's cache dict, which the paired upsample
+hands back.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class SparseDownsampleTemporal(nn.Module):
                            scale=x._scale)
         out.register_spatial_cache(UPSAMPLE_T_CACHE_KEY, {
             "coords": x.coords, "layout": x.layout, "shape": x.shape, "scale": x._scale, "idx": idx,
-            "cache": x._spatial_cache,
+            "packed": new_coords.shape[0], "cache": x._spatial_cache,
         })
         return out
 
@@ -126,14 +127,12 @@ class SparseUpsampleTemporal(nn.Module):
             raise RuntimeError(
                 "SparseUpsampleTemporal needs a tensor produced by a paired SparseDownsampleTemporal (no "
                 f"cached '{UPSAMPLE_T_CACHE_KEY}' map); copying frames back is undefined otherwise")
-        idx = cached["idx"]
-        n_packed = int(idx.max().item()) + 1 if idx.numel() else 0
-        if n_packed != x.feats.shape[0]:
-            raise RuntimeError(f"SparseUpsampleTemporal: the paired downsample produced {n_packed} voxels "
-                               f"but the input has {x.feats.shape[0]}")
+        if cached["packed"] != x.feats.shape[0]:
+            raise RuntimeError(f"SparseUpsampleTemporal: the paired downsample produced {cached['packed']} "
+                               f"voxels but the input has {x.feats.shape[0]}")
         if num_frames is not None:
             check_folded_batch(cached["shape"][0], num_frames)
-        feats = x.feats.index_select(0, idx.to(x.feats.device))
+        feats = x.feats.index_select(0, cached["idx"].to(x.feats.device))
         return SparseTensor(feats, cached["coords"], shape=(cached["shape"][0],) + tuple(feats.shape[1:]),
                             layout=cached["layout"], scale=cached["scale"], spatial_cache=cached["cache"])
 

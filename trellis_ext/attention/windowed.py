@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..sparse.conv.functional import encode_keys, per_axis
 from ..sparse.tensor import SparseTensor
 from .functional import partitioned_attention
 
@@ -26,15 +27,6 @@ __all__ = [
 SPATIAL_DIMS = 3
 
 IntOrSeq = Union[int, Sequence[int]]
-
-
-def _per_column(value: IntOrSeq, ncols: int, what: str) -> Tuple[int, ...]:
-    if isinstance(value, int):
-        return (int(value),) * ncols
-    value = tuple(int(v) for v in value)
-    if len(value) != ncols:
-        raise ValueError(f"{what} has {len(value)} entries for {ncols} coordinate columns")
-    return value
 
 
 def window_partition(
@@ -63,8 +55,8 @@ def window_partition(
     if coords.dim() != 2:
         raise ValueError(f"coords must be [N, D]; got {tuple(coords.shape)}")
     n, ncols = coords.shape
-    sizes = _per_column(window_size, ncols, "window_size")
-    shifts = _per_column(shift, ncols, "shift")
+    sizes = per_axis(window_size, ncols, "window_size")
+    shifts = per_axis(shift, ncols, "shift")
     if any(s <= 0 for s in sizes):
         raise ValueError(f"window sizes must be positive; got {sizes}")
     device = coords.device
@@ -73,18 +65,11 @@ def window_partition(
         return empty, empty, []
     c = coords.long() + torch.tensor(shifts, dtype=torch.long, device=device)
     win = torch.div(c, torch.tensor(sizes, dtype=torch.long, device=device), rounding_mode="floor")
-    win = win - win.min(dim=0).values  # non-negative per column
-    keys = [win[:, j] for j in range(ncols)]
     if group is not None:
         if group.shape != (n,):
             raise ValueError(f"group must be [N] = [{n}]; got {tuple(group.shape)}")
-        g = group.to(device=device, dtype=torch.long)
-        keys.insert(0, g - g.min())
-    # mixed-radix window id: lexicographic in (group, w_0, ..., w_{D-1})
-    win_id = torch.zeros(n, dtype=torch.long, device=device)
-    for key in keys:
-        radix = int(key.max().item()) + 1
-        win_id = win_id * radix + key
+        win = torch.cat([group.to(device=device, dtype=torch.long)[:, None], win], dim=1)
+    win_id, _ = encode_keys(win)  # order-preserving: lexicographic in (group, w_0, ..., w_{D-1})
     sorted_id, fwd_perm = torch.sort(win_id, stable=True)
     bwd_perm = torch.empty_like(fwd_perm)
     bwd_perm[fwd_perm] = torch.arange(n, device=device)
@@ -114,8 +99,8 @@ def sparse_window_partition(x: SparseTensor, window_size: IntOrSeq, shift: IntOr
     Returns:
         (fwd_perm [N], bwd_perm [N], seqlens) as ``window_partition``.
     """
-    sizes = _per_column(window_size, SPATIAL_DIMS, "window_size")
-    shifts = _per_column(shift, SPATIAL_DIMS, "shift")
+    sizes = per_axis(window_size, SPATIAL_DIMS, "window_size")
+    shifts = per_axis(shift, SPATIAL_DIMS, "shift")
     key = partition_cache_key(sizes, shifts)
     cached = x.get_spatial_cache(key)
     if cached is None:

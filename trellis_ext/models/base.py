@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..modules.fp16 import convert_module_to, zero_module
+from ..sparse.tensor import SparseTensor
 
-__all__ = ["TrellisModel", "xavier_init_linears", "zero_module", "init_flow_transformer"]
+__all__ = ["TrellisModel", "xavier_init_linears", "zero_module", "init_flow_transformer", "output_norm"]
 
 T_EMBEDDER_INIT_STD = 0.02  # TRELLIS draws the timestep-MLP weights from N(0, 0.02²)
 
@@ -40,6 +42,14 @@ def init_flow_transformer(model: nn.Module) -> None:
         if hasattr(block, "adaLN_modulation"):
             zero_module(block.adaLN_modulation[-1])
     zero_module(model.out_layer)
+
+
+def output_norm(h: Union[torch.Tensor, SparseTensor]) -> Union[torch.Tensor, SparseTensor]:
+    """TRELLIS's non-affine layer norm before ``out_layer`` (default eps), over the last dim of a
+    dense tensor or of a ``SparseTensor``'s feats."""
+    if isinstance(h, SparseTensor):
+        return h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
+    return F.layer_norm(h, h.shape[-1:])
 
 
 class TrellisModel(nn.Module):

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..modules.embeddings import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.spatial import patchify, unpatchify
 from ..modules.transformer import ModulatedTransformerCrossBlock
-from .base import TrellisModel, init_flow_transformer
+from ..modules.transformer.common import ADALN_CHUNKS
+from .base import TrellisModel, init_flow_transformer, output_norm
 
 __all__ = ["SparseStructureFlowModel", "grid_positions"]
 
 SPATIAL_DIMS = 3
-MODULATION_CHUNKS = 6  # shift/scale/gate for attention and MLP
 
 
 def grid_positions(size: int) -> torch.Tensor:
@@ -58,7 +57,7 @@ class SparseStructureFlowModel(TrellisModel):
 
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, MODULATION_CHUNKS * model_channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, ADALN_CHUNKS * model_channels))
         if pe_mode == "ape":
             positions = grid_positions(resolution // patch_size)
             self.register_buffer("pos_emb", AbsolutePositionEmbedder(model_channels)(positions), persistent=True)
@@ -101,7 +100,7 @@ class SparseStructureFlowModel(TrellisModel):
     def unembed_tokens(self, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Final norm + ``out_layer``, back to [B, out_channels, R, R, R]."""
         h = h.type(dtype)
-        h = F.layer_norm(h, h.shape[-1:])
+        h = output_norm(h)
         h = self.out_layer(h)
         grid = self.resolution // self.patch_size
         h = h.permute(0, 2, 1).reshape(h.shape[0], -1, grid, grid, grid)

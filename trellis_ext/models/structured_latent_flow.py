@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from ..modules.embeddings import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.norm import LayerNorm32
 from ..modules.transformer import ModulatedSparseTransformerCrossBlock
+from ..modules.transformer.common import ADALN_CHUNKS
 from ..sparse import SparseConv3d, SparseDownsample, SparseLinear, SparseTensor, SparseUpsample
-from .base import TrellisModel, init_flow_transformer, zero_module
+from .base import TrellisModel, init_flow_transformer, output_norm, zero_module
 
 __all__ = ["SparseResBlock3d", "SLatFlowModel"]
 
 KERNEL = 3
 NORM_EPS = 1e-6
 POOL_FACTOR = 2
-MODULATION_CHUNKS = 6
 
 
 class SparseResBlock3d(nn.Module):
@@ -120,7 +120,7 @@ class SLatFlowModel(TrellisModel):
 
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, MODULATION_CHUNKS * model_channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, ADALN_CHUNKS * model_channels))
         if pe_mode == "ape":
             self.pos_embedder = AbsolutePositionEmbedder(model_channels)
         self.input_layer = SparseLinear(in_channels, io_block_channels[0] if io_block_channels else model_channels)
@@ -193,5 +193,5 @@ class SLatFlowModel(TrellisModel):
             h = block(h, t_emb, cond)
         h = self.run_out_blocks(h, self.out_blocks, skips, t_emb)
         h = h.type(x.dtype)
-        h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
+        h = output_norm(h)
         return self.out_layer(h)

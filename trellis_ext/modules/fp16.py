@@ -9,15 +9,10 @@ all its descendants, in place; they are idempotent, so ``Module.apply`` works to
     model.blocks.apply(convert_module_to_f16)          # TRELLIS style, same result
 
 A module is converted when it is an ``nn.Linear`` (``SparseLinear`` is one), an ``nn.Conv*`` /
-``nn.ConvTranspose*``, a registered sparse class (``trellis_ext.sparse.SparseLinear`` /
-``SparseConv3d`` / ... when they exist -- imported lazily), or any module with a ``conv`` child that
-holds a ``weight`` (the sparse-conv wrappers: weight at ``.conv.weight``).
+``nn.ConvTranspose*``, or any module with a ``conv`` child that holds a ``weight`` (the sparse-conv
+wrappers such as ``SparseConv3d``: weight at ``.conv.weight``).
 """
 from __future__ import annotations
-
-import functools
-import importlib
-from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -33,17 +28,6 @@ __all__ = [
 
 _DENSE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                 nn.ConvTranspose3d)
-#: Names looked up in ``trellis_ext.sparse`` when present.
-_SPARSE_NAMES = ("SparseLinear", "SparseConv3d", "SparseInverseConv3d", "SparseConv4d", "SparseConv1d")
-
-
-@functools.lru_cache(maxsize=1)
-def _sparse_types() -> Tuple[type, ...]:
-    try:
-        sparse = importlib.import_module("trellis_ext.sparse")
-    except Exception:  # noqa: BLE001 - the sparse package may be mid-rewrite
-        return ()
-    return tuple(t for t in (getattr(sparse, n, None) for n in _SPARSE_NAMES) if isinstance(t, type))
 
 
 def _conv_child(module: nn.Module):
@@ -55,12 +39,7 @@ def _conv_child(module: nn.Module):
 
 def is_precision_module(module: nn.Module) -> bool:
     """Whether the precision converters change this module's parameters."""
-    if isinstance(module, _DENSE_TYPES):
-        return True
-    types = _sparse_types()
-    if types and isinstance(module, types):
-        return True
-    return _conv_child(module) is not None
+    return isinstance(module, _DENSE_TYPES) or _conv_child(module) is not None
 
 
 def _cast_direct_params(module: nn.Module, dtype: torch.dtype) -> None:

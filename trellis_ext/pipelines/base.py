@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..models.checkpoint import CheckpointError, from_pretrained
 from .samplers import SAMPLERS
 
-__all__ = ["PipelineLoadError", "read_pipeline_json", "load_models", "build_sampler", "PipelineConfig"]
+__all__ = ["PipelineLoadError", "read_pipeline_json", "load_models", "build_sampler", "PIPELINE_JSON"]
 
 PIPELINE_JSON = "pipeline.json"
 
@@ -71,7 +71,3 @@ def build_sampler(spec: Dict[str, Any], source: str):
     if name not in SAMPLERS:
         raise PipelineLoadError(f"{source}: unknown sampler {name!r}; known: {sorted(SAMPLERS)}")
     return SAMPLERS[name](**spec.get("args", {})), dict(spec.get("params", {}))
-
-
-class PipelineConfig(dict):
-    """The parsed ``pipeline.json`` (a dict), kept for ``save_pretrained`` round trips."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..sparse import SparseTensor
-from .base import build_sampler, load_models, read_pipeline_json
+from .base import PIPELINE_JSON, build_sampler, load_models, read_pipeline_json
 from .samplers import SamplerOutput
 
 __all__ = ["ImageTo3DPipeline", "ImageTo3DResult"]
@@ -50,7 +50,7 @@ class ImageTo3DPipeline:
     def from_pretrained(cls, path: str, device: Optional[torch.device] = None, **overrides) -> "ImageTo3DPipeline":
         config = read_pipeline_json(path, PIPELINE_NAMES)
         args = config["args"]
-        source = os.path.join(path, "pipeline.json")
+        source = os.path.join(path, PIPELINE_JSON)
         models = load_models(path, args["models"], REQUIRED_MODELS, device=device, **overrides)
         ss_sampler, ss_params = build_sampler(args["sparse_structure_sampler"], source)
         slat_sampler, slat_params = build_sampler(args["slat_sampler"], source)
@@ -63,7 +63,7 @@ class ImageTo3DPipeline:
     # ------------------------------------------------------------------ stage 1
     @torch.no_grad()
     def sample_sparse_structure(self, cond: torch.Tensor, neg_cond: torch.Tensor, noise: torch.Tensor,
-                                **params) -> (torch.Tensor, SamplerOutput, torch.Tensor):
+                                **params) -> Tuple[torch.Tensor, SamplerOutput, torch.Tensor]:
         """noise [B, C, r, r, r] -> (coords [N, 4] int32, sampler trajectory, decoder logits)."""
         flow = self.models["sparse_structure_flow_model"]
         p = {**self.ss_params, **params}

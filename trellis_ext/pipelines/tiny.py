@@ -8,6 +8,7 @@ meaningless shapes: this exercises the full path, not quality.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any, Dict
@@ -17,6 +18,8 @@ import torch.nn as nn
 
 from ..atomic import atomic_directory
 from ..models.checkpoint import build_model, save_pretrained
+from ..representations.gaussian import DEFAULT_REPRESENTATION_CONFIG
+from .base import PIPELINE_JSON
 
 __all__ = ["randomize_weights", "calibrate_occupancy", "write_tiny_image_to_3d", "TINY_3D_CONFIGS",
            "TINY_COND_CHANNELS", "TINY_COND_TOKENS"]
@@ -26,11 +29,7 @@ BIAS_STD = 0.1           # biases = 0.1·N(0, 1)
 TARGET_OCCUPANCY = 0.02  # fraction of the SS grid kept after calibration
 TINY_COND_CHANNELS = 32
 TINY_COND_TOKENS = 6
-GS_REPRESENTATION = {
-    "lr": {"_xyz": 1.0, "_features_dc": 1.0, "_opacity": 1.0, "_scaling": 1.0, "_rotation": 0.1},
-    "perturb_offset": True, "voxel_size": 1.5, "num_gaussians": 32, "2d_filter_kernel_size": 0.1,
-    "3d_filter_kernel_size": 0.0009, "scaling_bias": 0.004, "opacity_bias": 0.1, "scaling_activation": "softplus",
-}
+GS_REPRESENTATION = copy.deepcopy(DEFAULT_REPRESENTATION_CONFIG)  # the official slat_dec_gs config
 TINY_3D_CONFIGS: Dict[str, Dict[str, Any]] = {
     "sparse_structure_decoder": {"name": "SparseStructureDecoder", "args": {
         "out_channels": 1, "latent_channels": 8, "num_res_blocks": 1, "channels": [32, 16, 8],
@@ -100,6 +99,6 @@ def write_tiny_image_to_3d(path: str, seed: int = 0, overwrite: bool = False) ->
         pipeline = {"name": "TrellisImageTo3DPipeline", "args": {
             "models": entries, "sparse_structure_sampler": SAMPLER, "slat_sampler": SAMPLER,
             "slat_normalization": SLAT_NORMALIZATION, "image_cond_model": "dinov2_vitl14_reg"}}
-        with open(os.path.join(tmp, "pipeline.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(tmp, PIPELINE_JSON), "w", encoding="utf-8") as f:
             json.dump(pipeline, f, indent=4)
     return path

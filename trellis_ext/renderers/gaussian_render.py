@@ -16,7 +16,7 @@ import torch
 from ..representations.gaussian import SH_C0
 from .camera import Camera
 from .rasterize_gsplat import gsplat_available, rasterize_gsplat
-from .rasterize_torch import MIN_DEPTH, TILE_SIZE, project_gaussians, rasterize_tiles
+from .rasterize_torch import DEFAULT_KERNEL_SIZE, MIN_DEPTH, TILE_SIZE, project_gaussians, rasterize_tiles
 
 __all__ = ["RenderOutput", "render_gaussians", "rasterize_gaussians", "resolve_backend",
            "sh0_to_rgb", "BACKENDS", "BACKEND_ENV_VAR"]
@@ -25,8 +25,7 @@ BACKENDS = ("auto", "torch", "gsplat")
 BACKEND_ENV_VAR = "RASTERIZER_BACKEND"
 #: RGB = SH_C0 * f_dc + SH_DC_OFFSET, clamped at 0 (3DGS's degree-0 colour).
 SH_DC_OFFSET = 0.5
-#: TRELLIS renderer defaults (``render_utils.get_renderer``).
-DEFAULT_KERNEL_SIZE = 0.1
+#: TRELLIS renderer defaults (``render_utils.get_renderer``; ``DEFAULT_KERNEL_SIZE`` from rasterize_torch).
 DEFAULT_NEAR = 0.8
 DEFAULT_FAR = 1.6
 

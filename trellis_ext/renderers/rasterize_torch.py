@@ -29,6 +29,7 @@ from typing import Tuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..representations.gaussian import quaternion_to_matrix
 from .camera import Camera
 
 __all__ = [
@@ -53,6 +54,8 @@ TRANSMITTANCE_MIN = 1e-4
 MIN_DEPTH = 0.2
 #: Tile edge in pixels.
 TILE_SIZE = 16
+#: Mip-splatting 2D filter variance in pixels^2 (TRELLIS's renderer default).
+DEFAULT_KERNEL_SIZE = 0.1
 #: The Jacobian of the projection is evaluated at the mean clamped to the view frustum widened
 #: by this fraction of the half field of view on each side (as 3DGS and gsplat do), so
 #: off-screen Gaussians do not get huge screen-space footprints.
@@ -97,24 +100,13 @@ class ProjectedGaussians:
     visible: torch.Tensor
 
 
-def _quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """[N, 4] (w, x, y, z), any norm -> [N, 3, 3]."""
-    q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
-
-
 def project_gaussians(
     means: torch.Tensor,
     quats: torch.Tensor,
     scales: torch.Tensor,
     opacities: torch.Tensor,
     camera: Camera,
-    kernel_size: float = 0.1,
+    kernel_size: float = DEFAULT_KERNEL_SIZE,
     min_depth: float = MIN_DEPTH,
 ) -> ProjectedGaussians:
     """EWA-project 3D Gaussians through a pinhole camera.
@@ -156,7 +148,7 @@ def project_gaussians(
     ], dim=-2)                                                            # [N, 2, 3]
 
     # S = (J W R diag(s)) (J W R diag(s))^T
-    half = (jac @ rot_w2c) @ _quat_to_rotmat(quats) * scales[:, None, :]  # [N, 2, 3]
+    half = (jac @ rot_w2c) @ quaternion_to_matrix(quats) * scales[:, None, :]  # [N, 2, 3]
     cov = half @ half.transpose(-1, -2)                                   # [N, 2, 2]
     a, b, c = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
     det_raw = a * c - b * b

@@ -101,6 +101,10 @@ ROTATION_MATRIX_ATOL = 1e-5
 
 #: Default channel order of the decoder head and the number of components per Gaussian.
 VOXEL_OUTPUT_BLOCKS = (("_xyz", 3), ("_features_dc", 3), ("_scaling", 3), ("_rotation", 4), ("_opacity", 1))
+#: Decoder output channels per Gaussian (14).
+CHANNELS_PER_GAUSSIAN = sum(k for _, k in VOXEL_OUTPUT_BLOCKS)
+#: The raw attributes a decoder / PLY sets (``_features_rest`` stays None: SH degree 0).
+RAW_ATTRIBUTES = tuple(name for name, _ in VOXEL_OUTPUT_BLOCKS)
 #: Official representation config of TRELLIS's ``slat_dec_gs`` (used when keys are missing).
 DEFAULT_REPRESENTATION_CONFIG = {
     "lr": {"_xyz": 1.0, "_features_dc": 1.0, "_opacity": 1.0, "_scaling": 1.0, "_rotation": 0.1},
@@ -334,7 +338,7 @@ class Gaussian:
         """Move every tensor to ``device`` in place; returns self."""
         self.device = torch.device(device)
         self.aabb = self.aabb.to(self.device)
-        for name in ("_xyz", "_features_dc", "_features_rest", "_scaling", "_rotation", "_opacity"):
+        for name in RAW_ATTRIBUTES + ("_features_rest",):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.to(self.device))
@@ -353,7 +357,7 @@ class Gaussian:
                  transform: Optional[Sequence[Sequence[float]]] = TRELLIS_PLY_TRANSFORM) -> None:
         """Replace this object's attributes by a PLY's content (TRELLIS's in-place API)."""
         loaded = load_ply(path, transform=transform, device=self.device, **self.init_params)
-        for name in ("_xyz", "_features_dc", "_features_rest", "_scaling", "_rotation", "_opacity"):
+        for name in RAW_ATTRIBUTES + ("_features_rest",):
             setattr(self, name, getattr(loaded, name))
 
 
@@ -443,8 +447,9 @@ def gaussians_from_voxel_output(
     num_g = int(cfg["num_gaussians"])
     layout = voxel_output_layout(num_g)
     n_vox = feats.shape[0]
-    if feats.dim() != 2 or feats.shape[1] != 14 * num_g:
-        raise ValueError(f"feats must be [N, {14 * num_g}] for num_gaussians={num_g}, got {tuple(feats.shape)}")
+    if feats.dim() != 2 or feats.shape[1] != CHANNELS_PER_GAUSSIAN * num_g:
+        raise ValueError(f"feats must be [N, {CHANNELS_PER_GAUSSIAN * num_g}] for num_gaussians={num_g}, "
+                         f"got {tuple(feats.shape)}")
     if coords_xyz.shape != (n_vox, 3):
         raise ValueError(f"coords_xyz must be [{n_vox}, 3], got {tuple(coords_xyz.shape)}")
 
@@ -619,6 +624,6 @@ def load_ply(
     gaussian.from_opacity(opacity)
     gaussian.from_scaling(scales)
     gaussian.from_rotation(rot)
-    for name in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
+    for name in RAW_ATTRIBUTES:
         setattr(gaussian, name, getattr(gaussian, name).to(device=gaussian.device, dtype=torch.float32))
     return gaussian

@@ -23,7 +23,7 @@ from typing import Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .conv.functional import decode_keys, encode_keys
+from .conv.functional import HALF_DTYPES, decode_keys, encode_keys, per_axis
 from .tensor import SparseTensor
 
 __all__ = ["SparseDownsample", "SparseUpsample", "SparseSubdivide", "MEAN_MODES", "upsample_cache_key"]
@@ -31,14 +31,13 @@ __all__ = ["SparseDownsample", "SparseUpsample", "SparseSubdivide", "MEAN_MODES"
 SPATIAL_DIMS = 3
 MEAN_MODES = ("trellis", "exact")
 SUBDIVIDE_FACTOR = 2
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 IntOr3 = Union[int, Sequence[int]]
 
 
 def _triple(v: IntOr3) -> Tuple[int, int, int]:
-    t = (int(v),) * SPATIAL_DIMS if isinstance(v, int) else tuple(int(i) for i in v)
-    if len(t) != SPATIAL_DIMS or any(i < 1 for i in t):
+    t = per_axis(v, SPATIAL_DIMS, "factor")
+    if any(i < 1 for i in t):
         raise ValueError(f"factor must be a positive int or {SPATIAL_DIMS} positive ints; got {v}")
     return t  # type: ignore[return-value]
 
@@ -59,7 +58,7 @@ def pool_rows(keys: torch.Tensor, feats: torch.Tensor, mean_mode: str = "trellis
     """
     codes, spec = encode_keys(keys)
     uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
-    acc_dtype = torch.float32 if feats.dtype in _HALF_DTYPES else feats.dtype
+    acc_dtype = torch.float32 if feats.dtype in HALF_DTYPES else feats.dtype
     sums = feats.new_zeros((uniq.shape[0],) + tuple(feats.shape[1:]), dtype=acc_dtype)
     sums = sums.index_add(0, idx, feats.to(acc_dtype))
     denom = counts + 1 if mean_mode == "trellis" else counts
@@ -77,8 +76,8 @@ class SparseDownsample(nn.Module):
     Input feats [N, ...] -> output feats [M, ...] (M coarse voxels sorted by (batch, x, y, z)),
     coords [M, 4] int32, scale = input scale * factor, same batch size. The output shares the
     input's spatial cache dict and registers under ``upsample_cache_key(factor)`` a dict with
-    the fine ``coords`` [N, 4], ``layout``, ``shape``, ``scale`` and ``idx`` [N] (coarse row of
-    each fine row).
+    the fine ``coords`` [N, 4], ``layout``, ``shape``, ``scale``, ``idx`` [N] (coarse row of
+    each fine row) and ``num_coarse`` (M).
     Features are accumulated in float32 for fp16/bf16 inputs and cast back.
     """
 
@@ -104,7 +103,8 @@ class SparseDownsample(nn.Module):
         )
         out.register_spatial_cache(
             upsample_cache_key(self.factor),
-            {"coords": x.coords, "layout": x.layout, "shape": x.shape, "scale": x._scale, "idx": idx},
+            {"coords": x.coords, "layout": x.layout, "shape": x.shape, "scale": x._scale, "idx": idx,
+             "num_coarse": new_coords.shape[0]},
         )
         return out
 
@@ -137,8 +137,7 @@ class SparseUpsample(nn.Module):
                 f"SparseDownsample(factor={self.factor}) (no cached map at scale {x._scale}); "
                 "upsampling an arbitrary sparse tensor is not defined"
             )
-        idx = cached["idx"]
-        n_coarse = int(idx.max().item()) + 1 if idx.numel() else 0
+        idx, n_coarse = cached["idx"], cached["num_coarse"]
         if n_coarse != x.feats.shape[0]:
             raise RuntimeError(
                 f"SparseUpsample: the cached downsample map has {n_coarse} coarse voxels but the "

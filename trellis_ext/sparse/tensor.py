@@ -227,8 +227,10 @@ class SparseTensor:
 
 def sparse_batch_broadcast(x: SparseTensor, values: torch.Tensor) -> torch.Tensor:
     """Expand per-item ``values`` [B, ...] to per-voxel rows [N, ...] following ``x.layout``."""
-    counts = torch.tensor(x.seqlens, device=values.device)
-    return torch.repeat_interleave(values, counts, dim=0)
+    seqlens = x.seqlens
+    counts = torch.tensor(seqlens, device=values.device)
+    # output_size spares CUDA a device-to-host sync to size the result
+    return torch.repeat_interleave(values, counts, dim=0, output_size=sum(seqlens))
 
 
 def sparse_cat(inputs: List[SparseTensor], dim: int = 0) -> SparseTensor:

@@ -5,8 +5,10 @@
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+import math
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 
 from ...modules.embeddings import AbsolutePositionEmbedder
@@ -14,7 +16,22 @@ from ...modules.transformer import SparseTransformerBlock
 from ...sparse import SparseLinear, SparseTensor
 from ..base import TrellisModel, xavier_init_linears
 
-__all__ = ["SparseTransformerBase", "block_attn_config"]
+__all__ = ["SparseTransformerBase", "block_attn_config", "split_channels", "layout_channels"]
+
+
+def layout_channels(layout: Dict[str, Sequence[int]]) -> int:
+    """Total channels of a ``{name: per-row shape}`` output layout."""
+    return sum(math.prod(shape) for shape in layout.values())
+
+
+def split_channels(feats: torch.Tensor, layout: Dict[str, Sequence[int]]) -> Dict[str, torch.Tensor]:
+    """[N, C] raw output -> ``{name: [N, *shape]}``, consecutive channel slices in ``layout`` order."""
+    out, start = {}, 0
+    for name, shape in layout.items():
+        n = math.prod(shape)
+        out[name] = feats[:, start:start + n].reshape(-1, *shape)
+        start += n
+    return out
 
 
 def block_attn_config(attn_mode: str, num_blocks: int, window_size: Optional[int]) -> Iterator[Tuple[str, Optional[int], int]]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 import torch
-import torch.nn.functional as F
 
 from ...representations.gaussian import DEFAULT_REPRESENTATION_CONFIG, Gaussian, compute_offset_perturbation, gaussians_from_voxel_output, \
     voxel_output_layout
 from ...sparse import SparseLinear, SparseTensor
-from ..base import zero_module
+from ..base import output_norm, zero_module
 from .base import SparseTransformerBase
 
 __all__ = ["SLatGaussianDecoder"]
@@ -55,7 +54,7 @@ class SLatGaussianDecoder(SparseTransformerBase):
 
     def decode_raw(self, h: SparseTensor, dtype: torch.dtype) -> SparseTensor:
         h = h.type(dtype)
-        h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
+        h = output_norm(h)
         return self.out_layer(h)
 
     def forward(self, x: SparseTensor, **block_kwargs) -> List[Gaussian]:

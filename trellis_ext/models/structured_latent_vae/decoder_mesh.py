@@ -11,9 +11,9 @@ from typing import Any, Dict
 import torch
 import torch.nn as nn
 
-from ...modules.fp16 import zero_module
 from ...sparse import SparseConv3d, SparseGroupNorm32, SparseLinear, SparseSiLU, SparseSubdivide, SparseTensor
-from .base import SparseTransformerBase
+from ..base import zero_module
+from .base import SparseTransformerBase, layout_channels, split_channels
 
 __all__ = ["SparseSubdivideBlock3d", "SLatMeshDecoder", "split_mesh_features", "mesh_feature_layout"]
 
@@ -36,14 +36,7 @@ def mesh_feature_layout(use_color: bool) -> Dict[str, tuple]:
 
 def split_mesh_features(feats: torch.Tensor, use_color: bool) -> Dict[str, torch.Tensor]:
     """[M, C] raw output -> {sdf [M, 8], deform [M, 8, 3], weights [M, 21], color [M, 8, 6]}."""
-    out, start = {}, 0
-    for name, shape in mesh_feature_layout(use_color).items():
-        n = 1
-        for s in shape:
-            n *= s
-        out[name] = feats[:, start:start + n].reshape(-1, *shape)
-        start += n
-    return out
+    return split_channels(feats, mesh_feature_layout(use_color))
 
 
 class SparseSubdivideBlock3d(nn.Module):
@@ -84,7 +77,7 @@ class SLatMeshDecoder(SparseTransformerBase):
         widths = [model_channels] + [model_channels // d for d in SUBDIVISION_CHANNEL_DIVISORS]
         self.upsample = nn.ModuleList([SparseSubdivideBlock3d(widths[i], widths[i + 1])
                                        for i in range(len(SUBDIVISION_CHANNEL_DIVISORS))])
-        self.out_channels = sum(int(torch.Size(s).numel()) for s in mesh_feature_layout(self.use_color).values())
+        self.out_channels = layout_channels(mesh_feature_layout(self.use_color))
         self.out_layer = SparseLinear(widths[-1], self.out_channels)
         self.initialize_weights()
         zero_module(self.out_layer)

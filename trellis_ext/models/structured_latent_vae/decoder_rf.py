@@ -5,15 +5,13 @@ TRELLIS turns the output into a CUDA-only ``Strivec``; we return the raw per-vox
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict
 
 import torch
-import torch.nn.functional as F
 
 from ...sparse import SparseLinear, SparseTensor
-from ..base import zero_module
-from .base import SparseTransformerBase
+from ..base import output_norm, zero_module
+from .base import SparseTransformerBase, layout_channels, split_channels
 
 __all__ = ["SLatRadianceFieldDecoder", "split_radiance_field"]
 
@@ -28,12 +26,7 @@ def _rf_layout(config: Dict[str, Any]):
 
 def split_radiance_field(feats: torch.Tensor, config: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """[N, C] raw output -> {trivec [N, rank, 3, dim], density [N, rank], features_dc [N, rank, 1, 3]}."""
-    out, start = {}, 0
-    for name, shape in _rf_layout(config).items():
-        n = math.prod(shape)
-        out[name] = feats[:, start:start + n].reshape(-1, *shape)
-        start += n
-    return out
+    return split_channels(feats, _rf_layout(config))
 
 
 class SLatRadianceFieldDecoder(SparseTransformerBase):
@@ -46,7 +39,7 @@ class SLatRadianceFieldDecoder(SparseTransformerBase):
                          attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
         self.resolution = resolution
         self.rep_config = representation_config
-        self.out_channels = sum(math.prod(s) for s in _rf_layout(representation_config).values())
+        self.out_channels = layout_channels(_rf_layout(representation_config))
         self.out_layer = SparseLinear(model_channels, self.out_channels)
         self.initialize_weights()
         zero_module(self.out_layer)
@@ -55,5 +48,5 @@ class SLatRadianceFieldDecoder(SparseTransformerBase):
     def forward(self, x: SparseTensor, **block_kwargs) -> SparseTensor:
         """Raw output SparseTensor [N, out_channels] (same coords as ``x``)."""
         h = super().forward(x, **block_kwargs).type(x.dtype)
-        h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
+        h = output_norm(h)
         return self.out_layer(h)

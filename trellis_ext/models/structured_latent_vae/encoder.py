@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...sparse import SparseLinear, SparseTensor
+from ..base import output_norm
 from .base import SparseTransformerBase
 
 __all__ = ["SLatEncoder"]
@@ -27,7 +27,7 @@ class SLatEncoder(SparseTransformerBase):
 
     def encode_head(self, h: SparseTensor, dtype: torch.dtype, sample_posterior: bool, return_raw: bool):
         h = h.type(dtype)
-        h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
+        h = output_norm(h)
         h = self.out_layer(h)
         mean, logvar = h.feats.chunk(2, dim=-1)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if sample_posterior else mean

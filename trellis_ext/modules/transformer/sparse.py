@@ -17,8 +17,7 @@ import torch.nn as nn
 
 from ...attention.modules import SparseMultiHeadAttention
 from ...sparse.tensor import SparseTensor, sparse_batch_broadcast
-from .blocks import TransformerBlock
-from .common import build_mlp
+from .blocks import FeedForwardNet, TransformerBlock
 from .modulated import ModulatedCrossBlockBase
 
 __all__ = ["SparseFeedForwardNet", "SparseTransformerBlock", "ModulatedSparseTransformerCrossBlock"]
@@ -28,12 +27,8 @@ def _feats_op(x: SparseTensor, fn) -> SparseTensor:
     return x.replace(fn(x.feats))
 
 
-class SparseFeedForwardNet(nn.Module):
-    """Two-layer GELU(tanh) MLP on the voxel features. Keys ``mlp.0``, ``mlp.2``."""
-
-    def __init__(self, channels: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.mlp = build_mlp(channels, mlp_ratio)
+class SparseFeedForwardNet(FeedForwardNet):
+    """``FeedForwardNet`` on the voxel features. Keys ``mlp.0``, ``mlp.2``."""
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return _feats_op(x, self.mlp)

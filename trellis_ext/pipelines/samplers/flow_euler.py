@@ -46,6 +46,10 @@ def _batch_size(x) -> int:
     return x.shape[0]
 
 
+def _device(x) -> torch.device:
+    return x.device if hasattr(x, "device") else torch.device("cpu")
+
+
 class FlowEulerSampler:
     """Plain Euler integration of the learned velocity field (no guidance)."""
 
@@ -61,7 +65,7 @@ class FlowEulerSampler:
     # ---- model call ------------------------------------------------------------------
     def _call(self, model: Callable, x_t, t: float, cond, **kwargs):
         tt = torch.full((_batch_size(x_t),), TIMESTEP_SCALE * t, dtype=torch.float32, device=_device(x_t))
-        if cond is not None and isinstance(cond, torch.Tensor) and cond.shape[0] == 1 and _batch_size(x_t) > 1:
+        if isinstance(cond, torch.Tensor) and cond.shape[0] == 1 and _batch_size(x_t) > 1:
             cond = cond.expand(_batch_size(x_t), *cond.shape[1:])
         return model(x_t, tt, cond, **kwargs)
 
@@ -118,10 +122,6 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
         if lo <= t <= hi:
             return super().predict_velocity(model, x_t, t, cond, neg_cond, cfg_strength, **kwargs)
         return self._call(model, x_t, t, cond, **kwargs)
-
-
-def _device(x):
-    return x.device if hasattr(x, "device") else torch.device("cpu")
 
 
 SAMPLERS = {

@@ -8,7 +8,7 @@
   :func:`kernel_offsets`, :func:`pad_offsets`, :func:`build_neighbor_map`,
   :func:`submanifold_conv`, :class:`NeighborMap`, :func:`encode_keys` / :func:`decode_keys`, and
   :func:`cached_neighbor_map` (a map over any key layout derived from a tensor's coords, cached
-  on its spatial cache).
+  on its spatial cache); :func:`per_axis` (int-or-sequence arguments per axis).
 """
 from .backends import (
     BACKEND_CHOICES,
@@ -31,6 +31,7 @@ from .functional import (
     encode_keys,
     kernel_offsets,
     pad_offsets,
+    per_axis,
     submanifold_conv,
 )
 
@@ -39,5 +40,5 @@ __all__ = [
     "BACKEND_ENV", "BACKEND_CHOICES", "CONV_BACKENDS", "select_backend", "available_backends",
     "spconv_available", "get_neighbor_map", "cached_neighbor_map",
     "MISSING", "KeySpec", "NeighborMap", "kernel_offsets", "pad_offsets", "encode_keys",
-    "decode_keys", "build_neighbor_map", "submanifold_conv",
+    "decode_keys", "build_neighbor_map", "submanifold_conv", "per_axis",
 ]

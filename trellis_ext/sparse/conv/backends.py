@@ -19,6 +19,7 @@ Both backends cache their per-coords index structures on the tensor's spatial ca
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -26,7 +27,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from ..tensor import SparseTensor
-from .functional import NeighborMap, build_neighbor_map, kernel_offsets, pad_offsets, submanifold_conv
+from .functional import NeighborMap, build_neighbor_map, kernel_offsets, pad_offsets, same_keys, submanifold_conv
 
 __all__ = [
     "BACKEND_ENV",
@@ -63,7 +64,7 @@ Triple = Tuple[int, int, int]
 def spconv_available() -> bool:
     """Whether ``spconv.pytorch`` imports (checked once per process)."""
     try:
-        import spconv.pytorch  # noqa: F401
+        importlib.import_module("spconv.pytorch")
     except Exception:  # ImportError, or a broken CUDA build raising at import
         return False
     return True
@@ -121,11 +122,7 @@ def available_backends(device: torch.device) -> Tuple[str, ...]:
 def _cache_get(x: SparseTensor, key: str) -> Any:
     """A value cached by :func:`_cache_put` for coords equal to ``x.coords``, else None."""
     entry = x.get_spatial_cache(key)
-    if isinstance(entry, _CoordsEntry) and (
-        entry.coords is x.coords
-        or (entry.coords.shape == x.coords.shape and entry.coords.device == x.coords.device
-            and torch.equal(entry.coords, x.coords))
-    ):
+    if isinstance(entry, _CoordsEntry) and same_keys(entry.coords, x.coords):
         return entry.value
     return None
 

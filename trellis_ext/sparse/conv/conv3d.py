@@ -9,20 +9,12 @@ from torch import nn
 
 from ..tensor import SparseTensor
 from .backends import subm_conv3d
+from .functional import per_axis
 
 __all__ = ["SparseConv3d", "SubMConvWeights"]
 
 SPATIAL_DIMS = 3
 IntOr3 = Union[int, Sequence[int]]
-
-
-def _triple(v: IntOr3, name: str) -> Tuple[int, int, int]:
-    if isinstance(v, int):
-        return (v,) * SPATIAL_DIMS
-    v = tuple(int(i) for i in v)
-    if len(v) != SPATIAL_DIMS:
-        raise ValueError(f"{name} needs {SPATIAL_DIMS} values; got {v}")
-    return v  # type: ignore[return-value]
 
 
 class SubMConvWeights(nn.Module):
@@ -100,9 +92,9 @@ class SparseConv3d(nn.Module):
         backend: Optional[str] = None,
     ):
         super().__init__()
-        kernel_size = _triple(kernel_size, "kernel_size")
-        stride = _triple(stride, "stride")
-        dilation = _triple(dilation, "dilation")
+        kernel_size = per_axis(kernel_size, SPATIAL_DIMS, "kernel_size")
+        stride = per_axis(stride, SPATIAL_DIMS, "stride")
+        dilation = per_axis(dilation, SPATIAL_DIMS, "dilation")
         if any(s != 1 for s in stride):
             raise NotImplementedError(
                 f"SparseConv3d supports only submanifold convs (stride 1); got stride={stride}. "

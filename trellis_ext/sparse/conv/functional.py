@@ -42,6 +42,9 @@ __all__ = [
     "build_neighbor_map",
     "submanifold_conv",
     "MISSING",
+    "HALF_DTYPES",
+    "per_axis",
+    "same_keys",
 ]
 
 MISSING = -1
@@ -50,8 +53,8 @@ MISSING = -1
 _INT64_CODE_LIMIT = 2 ** 62
 """Largest allowed product of key extents (headroom below 2**63 for code + offset arithmetic)."""
 
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
-"""Feature dtypes whose per-tap products are accumulated in float32."""
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+"""Feature dtypes whose sums (conv taps, pooling) are accumulated in float32."""
 
 
 # ----------------------------------------------------------------------------------------- keys
@@ -113,7 +116,8 @@ def decode_keys(codes: torch.Tensor, spec: KeySpec) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------- offsets
-def _as_tuple(v: Union[int, Sequence[int]], n: int, name: str) -> Tuple[int, ...]:
+def per_axis(v: Union[int, Sequence[int]], n: int, name: str) -> Tuple[int, ...]:
+    """``v`` as ``n`` ints (an int is broadcast); ValueError naming ``name`` on a wrong length."""
     if isinstance(v, int):
         return (v,) * n
     v = tuple(int(i) for i in v)
@@ -139,7 +143,7 @@ def kernel_offsets(
     spconv weight ``[out, 3, 1, 1, 1, in]``.
     """
     kernel_size = tuple(int(k) for k in kernel_size)
-    dilation = _as_tuple(dilation, len(kernel_size), "dilation")
+    dilation = per_axis(dilation, len(kernel_size), "dilation")
     axes = [[(j - k // 2) * d for j in range(k)] for k, d in zip(kernel_size, dilation)]
     rows = list(itertools.product(*axes))  # itertools.product is row-major: last axis fastest
     return torch.tensor(rows, dtype=torch.long, device=device).reshape(len(rows), len(kernel_size))
@@ -197,12 +201,12 @@ class NeighborMap:
 
     def matches(self, source: torch.Tensor) -> bool:
         """Whether this map was built from keys equal to ``source``."""
-        if self.source is None:
-            return False
-        if self.source is source:
-            return True
-        return (self.source.shape == source.shape and self.source.device == source.device
-                and torch.equal(self.source, source))
+        return self.source is not None and same_keys(self.source, source)
+
+
+def same_keys(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two key / coords tensors are equal (identity first, then shape, device, values)."""
+    return a is b or (a.shape == b.shape and a.device == b.device and torch.equal(a, b))
 
 
 def build_neighbor_map(keys: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -371,7 +375,7 @@ def submanifold_conv(
     if w.shape[1] != feats.shape[1]:
         raise ValueError(f"weight expects Cin = {w.shape[1]}, feats have {feats.shape[1]}")
     w = w.contiguous()
-    acc_dtype = torch.float32 if feats.dtype in _HALF_DTYPES else feats.dtype
+    acc_dtype = torch.float32 if feats.dtype in HALF_DTYPES else feats.dtype
     out = _SubmanifoldConvFn.apply(feats, w, nmap, acc_dtype)
     if bias is not None:
         out = out + bias.to(acc_dtype)
