@@ -5,7 +5,6 @@ Scans ``$SS4D_SS4D_FIXTURES`` (default ../shared/ss4d_reference): ``manifests/*.
 call is chosen by the class name in the JSON (4D classes get ``num_frames`` from the inputs).
 """
 import json
-import shutil
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch
 import ss4d.models  # noqa: F401  (registers the 4D classes)
 from conftest import REPO, SS4D_FIXTURES, require_dir
 from trellis_ext import fixtures
-from trellis_ext.models import from_pretrained, get_model_class
+from trellis_ext.models import get_model_class
 
 ATOL = RTOL = 1e-4
 CONFIGS = REPO / "configs" / "ss4d"
@@ -52,10 +51,7 @@ def test_manifest_keys_shapes_dtypes(manifest_path):
                          ids=[f"{m.id}:{c.stem}:{case.name}" for m, c, case in CASES])
 def test_tiny_model_reproduces_reference(model_fixture, config, case, tmp_path):
     cfg = json.loads(config.read_text())
-    stem = tmp_path / config.stem
-    shutil.copy(config, f"{stem}.json")
-    (tmp_path / f"{config.stem}.safetensors").symlink_to(model_fixture.weights)
-    model = from_pretrained(str(stem))
+    model = fixtures.load_fixture_model(model_fixture, config, tmp_path)
     cls = get_model_class(cfg["name"], cfg["args"])
     assert type(model) is cls
     problems = fixtures.run_case(model, cls.__name__, case, atol=ATOL, rtol=RTOL)

@@ -6,13 +6,12 @@ the class name in the JSON. Point the env var at another folder of the same layo
 configs, seeds or batch sizes.
 """
 import json
-import shutil
 
 import pytest
 
 from conftest import REPO, TRELLIS_FIXTURES, require_dir
 from trellis_ext import fixtures
-from trellis_ext.models import from_pretrained, get_model_class
+from trellis_ext.models import get_model_class
 
 ATOL = RTOL = 1e-4
 CONFIGS = REPO / "configs" / "trellis"
@@ -38,11 +37,9 @@ def test_manifest_keys_shapes_dtypes(manifest_path):
 @pytest.mark.parametrize("model_fixture,config,case", CASES,
                          ids=[f"{m.id}:{c.stem}:{case.name}" for m, c, case in CASES])
 def test_tiny_model_reproduces_reference(model_fixture, config, case, tmp_path):
-    class_name = json.loads(config.read_text())["name"]
-    stem = tmp_path / config.stem
-    shutil.copy(config, f"{stem}.json")
-    (tmp_path / f"{config.stem}.safetensors").symlink_to(model_fixture.weights)
-    model = from_pretrained(str(stem))
-    assert type(model) is get_model_class(class_name, json.loads(config.read_text())["args"])
+    cfg = json.loads(config.read_text())
+    class_name = cfg["name"]
+    model = fixtures.load_fixture_model(model_fixture, config, tmp_path)
+    assert type(model) is get_model_class(class_name, cfg["args"])
     problems = fixtures.run_case(model, class_name, case, atol=ATOL, rtol=RTOL)
     assert not problems, "\n".join(problems)

@@ -26,7 +26,7 @@ from .sparse import SparseTensor
 
 __all__ = ["FixtureModel", "discover_models", "discover_manifests", "assemble_inputs", "flatten_outputs",
            "RUNNERS", "register_runner", "run_case", "compare_tensors", "capture_intermediates",
-           "manifest_entries", "check_manifest", "check_config_against_manifest"]
+           "manifest_entries", "check_manifest", "check_config_against_manifest", "load_fixture_model"]
 
 INPUTS, OUTPUTS, INTERMEDIATES = "inputs.safetensors", "outputs.safetensors", "intermediates.safetensors"
 SPARSE_PARTS = ("coords", "feats")
@@ -49,6 +49,20 @@ class FixtureModel:
     @property
     def id(self) -> str:
         return f"{self.folder.parent.name}/{self.folder.name}"
+
+
+def load_fixture_model(model: FixtureModel, config: Path, workdir: Path) -> nn.Module:
+    """Load ``model``'s weights with ``config`` (e.g. ``model_elastic.json``) through the public
+    ``from_pretrained``: the pair ``<stem>.json`` + ``<stem>.safetensors`` is staged in ``workdir``
+    (config copied, weights linked) since the loader expects one stem for both files."""
+    import shutil
+
+    from .models.checkpoint import from_pretrained
+
+    stem = Path(workdir) / Path(config).stem
+    shutil.copy(config, f"{stem}.json")
+    Path(f"{stem}.safetensors").symlink_to(model.weights)
+    return from_pretrained(str(stem))
 
 
 def discover_models(root: Path) -> List[FixtureModel]:

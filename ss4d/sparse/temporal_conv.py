@@ -32,8 +32,7 @@ features are on CUDA, fp32 / fp16, and spconv imports), the same as for the 3D c
 from __future__ import annotations
 
 import functools
-import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -42,7 +41,7 @@ from ss4d.frames import check_folded_batch, require_num_frames, split_folded_ind
 from trellis_ext.sparse import SparseTensor
 from trellis_ext.sparse.conv import (NeighborMap, SubMConvWeights, cached_neighbor_map, kernel_offsets,
                                      pad_offsets, select_backend, submanifold_conv)
-from trellis_ext.sparse.conv.backends import SPCONV_ALGO_ENV
+from trellis_ext.sparse.conv.backends import spconv_shell
 
 __all__ = [
     "KERNEL_AXES",
@@ -87,40 +86,13 @@ def _torch_subm_conv_temporal(x, weight, bias, kernel_size, num_frames, indice_k
 
 
 # ----------------------------------------------------------------------------- spconv backend
-_SPCONV_SHELLS: Dict[tuple, nn.Module] = {}
-
-
-def _spconv_shell(c_in: int, c_out: int, kernel_size, has_bias: bool, indice_key: str) -> nn.Module:
-    """A parameterless ``SubMConv4d`` used only for its forward (the caller's weight is attached per call)."""
-    import spconv.pytorch as spconv
-
-    algo_name = os.environ.get(SPCONV_ALGO_ENV, "auto").strip().lower()
-    cfg = (c_in, c_out, tuple(kernel_size), has_bias, indice_key, algo_name)
-    shell = _SPCONV_SHELLS.get(cfg)
-    if shell is None:
-        kwargs = {}
-        if algo_name != "auto":
-            from spconv.core import ConvAlgo
-
-            table = {"native": ConvAlgo.Native, "implicit_gemm": ConvAlgo.MaskImplicitGemm}
-            if algo_name not in table:
-                raise ValueError(f"{SPCONV_ALGO_ENV} must be auto|native|implicit_gemm; got {algo_name!r}")
-            kwargs["algo"] = table[algo_name]
-        shell = spconv.SubMConv4d(c_in, c_out, tuple(kernel_size), bias=has_bias, indice_key=indice_key,
-                                  **kwargs)
-        for name in list(shell._parameters):
-            del shell._parameters[name]
-        _SPCONV_SHELLS[cfg] = shell
-    return shell
-
-
 def _spconv_subm_conv_temporal(x, weight, bias, kernel_size, num_frames, indice_key):
     import spconv.pytorch as spconv
 
     feats = x.feats.contiguous()
     c_out, c_in = weight.shape[0], weight.shape[-1]
     key = indice_key or f"subm4d_{tuple(kernel_size)}"
-    shell = _spconv_shell(c_in, c_out, kernel_size, bias is not None, key)
+    shell = spconv_shell("SubMConv4d", c_in, c_out, kernel_size, bias is not None, key)
     shell.__dict__["weight"] = weight.to(feats.dtype)
     shell.__dict__["bias"] = None if bias is None else bias.to(feats.dtype)
     keys = sample_frame_keys(x.coords, num_frames).to(torch.int32).contiguous()

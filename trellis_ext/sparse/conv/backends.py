@@ -199,17 +199,21 @@ def _spconv_algo():
     return table[name]
 
 
-def _spconv_shell(c_in, c_out, kernel_size, dilation, has_bias, indice_key):
-    """A parameterless SubMConv3d used only for its forward (weights are set per call)."""
+def spconv_shell(conv_class: str, c_in: int, c_out: int, kernel_size, has_bias: bool, indice_key: str,
+                 **conv_kwargs) -> torch.nn.Module:
+    """A parameterless spconv submanifold conv (``conv_class`` e.g. ``"SubMConv3d"``, ``"SubMConv4d"``)
+    used only for its forward: the caller's weight and bias are attached per call. One shell per
+    configuration and ``$SPCONV_ALGO`` setting, cached."""
     algo = _spconv_algo()
-    cfg = (c_in, c_out, tuple(kernel_size), tuple(dilation), has_bias, indice_key, algo)
+    cfg = (conv_class, c_in, c_out, tuple(kernel_size), tuple(sorted(conv_kwargs.items())), has_bias, indice_key, algo)
     shell = _SPCONV_SHELLS.get(cfg)
     if shell is None:
         import spconv.pytorch as spconv
 
-        kwargs = {} if algo is None else {"algo": algo}
-        shell = spconv.SubMConv3d(c_in, c_out, kernel_size, dilation=dilation, bias=has_bias,
-                                  indice_key=indice_key, **kwargs)
+        if algo is not None:
+            conv_kwargs["algo"] = algo
+        shell = getattr(spconv, conv_class)(c_in, c_out, tuple(kernel_size), bias=has_bias, indice_key=indice_key,
+                                            **conv_kwargs)
         # drop the module's own parameters: the caller's tensors are attached at each call
         for name in list(shell._parameters):
             del shell._parameters[name]
@@ -223,7 +227,7 @@ def _spconv_subm_conv3d(x, weight, bias, kernel_size, dilation, indice_key):
     feats = x.feats.contiguous()
     c_out, c_in = weight.shape[0], weight.shape[-1]
     key = indice_key or f"subm_{tuple(kernel_size)}_{tuple(dilation)}"
-    shell = _spconv_shell(c_in, c_out, kernel_size, dilation, bias is not None, key)
+    shell = spconv_shell("SubMConv3d", c_in, c_out, kernel_size, bias is not None, key, dilation=tuple(dilation))
     # plain instance attributes (never registered parameters): the caller owns the tensors
     shell.__dict__["weight"] = weight.to(feats.dtype)
     shell.__dict__["bias"] = None if bias is None else bias.to(feats.dtype)
