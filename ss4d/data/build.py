@@ -37,7 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
-from trellis_ext.atomic import atomic_directory
+from trellis_ext.atomic import atomic_directory, atomic_file
 
 from .features import AGGREGATIONS, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TOLERANCE
 from .gltf_animation import TIME_MODES
@@ -93,9 +93,8 @@ def file_sha256(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + tmp_suffix())
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    with atomic_file(path, "w") as f:
+        f.write(json.dumps(data, indent=1, default=_json_default))
 
 
 def _json_default(o):
@@ -712,12 +711,10 @@ def write_metadata(out: Path) -> tuple[int, int]:
 
 
 def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + tmp_suffix())
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def compute_latent_stats(out: Path, include_flagged: bool = False) -> dict[str, dict]:

@@ -32,7 +32,6 @@ Unlike TRELLIS, nothing here requires CUDA: every tensor lives on ``device`` (de
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -40,6 +39,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..atomic import atomic_file
 
 __all__ = [
     "Gaussian",
@@ -540,17 +541,8 @@ def save_ply(
         vertices[name] = columns[:, i]
     ply = PlyData([PlyElement.describe(vertices, PLY_ELEMENT)], text=False, byte_order="<")
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            ply.write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as f:
+        ply.write(f)
 
 
 def load_ply(
