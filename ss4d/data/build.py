@@ -41,6 +41,10 @@ from trellis_ext.atomic import atomic_directory, atomic_file
 
 from .features import AGGREGATIONS, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TOLERANCE
 from .gltf_animation import TIME_MODES
+from .layout import (CLIP_RECORD, CLIPS_DIR, FRAMES_COLUMNS, FRAMES_FILE, METADATA_COLUMNS, METADATA_FILE,
+                     STATS_DIR, STATUS_OK, STEP_RECORD, TMP_MARK, ClipPaths, frame_file,
+                     iter_clip_records, latent_set_name, load_feature_frame, load_slat_latent_frame,
+                     load_ss_latent_frame, ss_stats_name)
 from .render import RenderSettings
 from .voxelize import DEFAULT_RESOLUTION
 
@@ -50,13 +54,6 @@ NATIVE_EXTENSIONS = (".glb", ".gltf")
 BLENDER_EXTENSIONS = (".fbx", ".blend", ".abc", ".usd", ".usda", ".usdc", ".usdz")
 DEFAULT_EXTENSIONS = NATIVE_EXTENSIONS + (".fbx", ".blend")
 STEPS = ("mesh", "voxelize", "render", "cond", "features", "ss_latent", "latent")
-CLIPS_DIR = "clips"
-CLIP_RECORD = "clip.json"
-STEP_RECORD = "step.json"
-METADATA_FILE = "metadata.csv"
-FRAMES_FILE = "frames.csv"
-STATS_DIR = "latent_stats"
-TMP_MARK = ".tmp-"
 DEFAULT_FRAMES = 36  # frames per clip (SS4D trains on the first 36 frames)
 DEFAULT_FPS = 24.0
 DEFAULT_STATIC_IOU = 0.95  # clip flagged low-motion if every frame's voxel IoU with frame 0 >= this
@@ -69,11 +66,6 @@ ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def tmp_suffix() -> str:
     """``.tmp-<host>-<pid>``: unique per process even with many machines on one shared file system."""
     return f"{TMP_MARK}{sanitize(socket.gethostname())}-{os.getpid()}"
-
-
-def frame_file(t: int) -> str:
-    """Per-frame file name inside a step folder (``voxels/``, ``features/<name>/``, ...)."""
-    return f"{t:03d}.npz"
 
 
 def sanitize(name: str) -> str:
@@ -383,7 +375,7 @@ class DatasetBuilder:
                 if step == "voxelize" and record.get("flagged") and cfg.skip_flagged:
                     log.info("%s flagged (%s); later steps skipped", clip_id, ", ".join(record["flags"]))
                     break
-            record["status"] = "ok"
+            record["status"] = STATUS_OK
             record.pop("error", None)
             self.summary.clips_ok += 1
             self.summary.clips_flagged += bool(record.get("flagged"))
@@ -407,6 +399,7 @@ class _ClipContext:
 
     def __init__(self, b: DatasetBuilder, path: Path, clip, cdir: Path, record: dict):
         self.b, self.cfg, self.path, self.clip, self.cdir, self.record = b, b.cfg, path, clip, cdir, record
+        self.paths = ClipPaths(b.out, record["clip_id"])
         self._seq = None
         self.hashes: dict[str, str] = {}
         self.missing: set[str] = set()  # steps outside --steps whose outputs are absent or stale
@@ -437,7 +430,7 @@ class _ClipContext:
         if self._seq is None:
             from .mesh import load_mesh_sequence
 
-            self._seq = load_mesh_sequence(self.cdir / "mesh")
+            self._seq = load_mesh_sequence(self.paths.mesh)
         return self._seq
 
     def step_mesh(self) -> None:
@@ -449,7 +442,7 @@ class _ClipContext:
         blender = self.b._use_blender_mesh(self.path)
         params = {"sha256": self.record["sha256"], "animation": self.clip.name, "frames": cfg.frames,
                   "fps": cfg.fps, "time_mode": cfg.time_mode, "mesh_source": "blender" if blender else "native"}
-        folder = self.cdir / "mesh"
+        folder = self.paths.mesh
         if self._run("mesh", folder, params):
             if blender:
                 seq = _blender_extract(self.path, None if self.clip.index is None else self.clip.name, times,
@@ -474,7 +467,7 @@ class _ClipContext:
         cfg = self.cfg
         res = cfg.voxel_resolution
         params = {"mesh": self.hashes.get("mesh"), "resolution": res}
-        folder = self.cdir / "voxels"
+        folder = self.paths.voxels
         if self._run("voxelize", folder, params):
             self._need("mesh")
             with step_writer(folder, params) as tmp:
@@ -515,20 +508,20 @@ class _ClipContext:
         from .render import render_clip
 
         params = self._render_params()
-        folder = self.cdir / "renders"
+        folder = self.paths.renders
         if self._run("render", folder, params):
             self._need("mesh")
-            cond_params, cond_folder = self._cond_params(), self.cdir / "cond"
+            cond_params, cond_folder = self._cond_params(), self.paths.cond
             # Blender renders the conditioning video in the same job when it is due as well
             with_cond = ("cond" in self.cfg.steps and self._run("cond", cond_folder, cond_params))
             with step_writer(folder, params) as tmp:
                 if with_cond:
                     with step_writer(cond_folder, cond_params) as ctmp:
-                        render_clip(self.seq, self.cdir / "mesh", tmp, ctmp, self.record["clip_id"],
+                        render_clip(self.seq, self.paths.mesh, tmp, ctmp, self.record["clip_id"],
                                     self.cfg.render, self.b.renderer)
                     self.record["cond_rendered"] = True
                 else:
-                    render_clip(self.seq, self.cdir / "mesh", tmp, None, self.record["clip_id"],
+                    render_clip(self.seq, self.paths.mesh, tmp, None, self.record["clip_id"],
                                 self.cfg.render, self.b.renderer)
         if "render" in self.missing:
             return
@@ -541,11 +534,11 @@ class _ClipContext:
         if "cond" in self.hashes:  # already handled together with the views
             return
         params = self._cond_params()
-        folder = self.cdir / "cond"
+        folder = self.paths.cond
         if self._run("cond", folder, params):
             self._need("mesh")
             with step_writer(folder, params) as tmp:
-                render_clip(self.seq, self.cdir / "mesh", None, tmp, self.record["clip_id"], self.cfg.render,
+                render_clip(self.seq, self.paths.mesh, None, tmp, self.record["clip_id"], self.cfg.render,
                             self.b.renderer)
         if "cond" not in self.missing:
             self.record["cond_rendered"] = True
@@ -555,7 +548,7 @@ class _ClipContext:
         if not self.cfg.feature_model:
             return
         from .features import aggregate_features, extract_patch_maps, images_to_tensor
-        from .render import frame_dir_name, load_frame_renders
+        from .render import load_frame_renders
         from .voxelize import index_dtype, load_voxels
 
         cfg, b = self.cfg, self.b
@@ -563,15 +556,15 @@ class _ClipContext:
         params = {"renders": self.hashes.get("render"), "voxels": self.hashes.get("voxelize"),
                   "model": cfg.feature_model, "aggregation": cfg.aggregation,
                   "tolerance": cfg.visibility_tolerance}
-        folder = self.cdir / "features" / name
+        folder = self.paths.features(name)
         tokens = []
         if self._run("features", folder, params):
             self._need("render", "voxelize")
             enc = b.dino()
             with step_writer(folder, params) as tmp:
                 for t in range(self.record["num_frames"]):
-                    rgba, depth, cams = load_frame_renders(self.cdir / "renders" / frame_dir_name(t))
-                    idx, res = load_voxels(self.cdir / "voxels" / frame_file(t))
+                    rgba, depth, cams = load_frame_renders(self.paths.render_frame(t))
+                    idx, res = load_voxels(self.paths.voxel_frame(t))
                     maps = extract_patch_maps(enc, images_to_tensor(rgba), cfg.feature_batch)
                     vf = aggregate_features(idx, res, maps, cams, depth, cfg.aggregation, cfg.visibility_tolerance)
                     if len(vf.indices) == 0:
@@ -599,10 +592,10 @@ class _ClipContext:
 
         name = encoder_name(self.cfg.ss_encoder)
         params = {"voxels": self.hashes.get("voxelize"), "encoder": str(self.cfg.ss_encoder)}
-        folder = self.cdir / "ss_latents" / name
+        folder = self.paths.ss_latents(name)
         if self._run("ss_latent", folder, params):
             self._need("voxelize")
-            vox = [load_voxels(self.cdir / "voxels" / frame_file(t))[0] for t in range(self.record["num_frames"])]
+            vox = [load_voxels(self.paths.voxel_frame(t))[0] for t in range(self.record["num_frames"])]
             z = encode_ss_latents(self.b.ss_encoder(), vox, self.cfg.voxel_resolution)
             with step_writer(folder, params) as tmp:
                 for t in range(len(z)):
@@ -618,15 +611,14 @@ class _ClipContext:
 
         res = self.cfg.voxel_resolution
         feat = self.b.feature_name
-        name = f"{feat}__{encoder_name(self.cfg.slat_encoder)}"
+        name = latent_set_name(feat, encoder_name(self.cfg.slat_encoder))
         params = {"features": self.hashes.get("features"), "encoder": str(self.cfg.slat_encoder)}
-        folder = self.cdir / "latents" / name
+        folder = self.paths.latents(name)
         if self._run("latent", folder, params):
             self._need("features")
             frames = []
             for t in range(self.record["num_frames"]):
-                with np.load(self.cdir / "features" / feat / frame_file(t)) as z:
-                    frames.append((z["indices"].astype(np.int64), z["patchtokens"].astype(np.float32)))
+                frames.append(load_feature_frame(self.paths.features(feat) / frame_file(t)))
             lat = encode_slat_latents(self.b.slat_encoder(), frames)
             with step_writer(folder, params) as tmp:
                 for t, (coords, feats) in enumerate(lat):
@@ -665,20 +657,6 @@ def _blender_extract(path: Path, clip_name: str | None, times: np.ndarray, work_
 
 
 # ------------------------------------------------------------------------------------ tables + stats
-METADATA_COLUMNS = ["clip_id", "sha256", "source", "animation", "animation_index", "clip_duration", "num_frames",
-                    "fps", "time_mode", "mesh_vertices", "mesh_faces", "voxel_resolution", "num_voxels_mean",
-                    "num_voxels_max", "motion_iou_min", "flagged", "flags", "rendered", "renderer", "num_views",
-                    "render_resolution", "cond_rendered", "status", "error"]
-
-
-def iter_clip_records(out: Path):
-    for rec in sorted((Path(out) / CLIPS_DIR).glob(f"*/{CLIP_RECORD}")):
-        try:
-            yield json.loads(rec.read_text())
-        except (json.JSONDecodeError, OSError):
-            continue
-
-
 def write_metadata(out: Path) -> tuple[int, int]:
     """Rebuild ``metadata.csv`` (one row per clip) and ``frames.csv`` (one row per frame)."""
     out = Path(out)
@@ -699,14 +677,14 @@ def write_metadata(out: Path) -> tuple[int, int]:
         for k in r.get("latents", {}):
             row[f"latent_{k}"] = True
         rows.append(row)
-        if r.get("status") == "ok":
+        if r.get("status") == STATUS_OK:
             for t in range(int(r.get("num_frames", 0))):
                 frame_rows.append({"sha256": f"{r['clip_id']}_{t:03d}", "clip_id": r["clip_id"], "frame": t,
                                    "time": r["times"][t] if t < len(r.get("times", [])) else "",
                                    "num_voxels": r.get("voxels_per_frame", [""] * (t + 1))[t],
                                    "flagged": r.get("flagged", False)})
     _write_csv(out / METADATA_FILE, cols, rows)
-    _write_csv(out / FRAMES_FILE, ["sha256", "clip_id", "frame", "time", "num_voxels", "flagged"], frame_rows)
+    _write_csv(out / FRAMES_FILE, FRAMES_COLUMNS, frame_rows)
     return len(rows), len(frame_rows)
 
 
@@ -725,16 +703,18 @@ def compute_latent_stats(out: Path, include_flagged: bool = False) -> dict[str, 
     out = Path(out)
     acc: dict[str, LatentStats] = {}
     for r in iter_clip_records(out):
-        if r.get("status") != "ok" or (r.get("flagged") and not include_flagged):
+        if r.get("status") != STATUS_OK or (r.get("flagged") and not include_flagged):
             continue
-        cdir = out / CLIPS_DIR / r["clip_id"]
-        for kind, key, sub in (("latents", "feats", ""), ("ss_latents", "mean", "ss_")):
-            for name in r.get(kind, {}):
-                st = acc.setdefault(sub + name, LatentStats())
-                for f in sorted((cdir / kind / name).glob("*.npz")):
-                    with np.load(f) as z:
-                        x = z[key]
-                    st.update(x if key == "feats" else np.moveaxis(x, 0, -1).reshape(-1, x.shape[0]))
+        paths = ClipPaths(out, r["clip_id"])
+        for name in r.get("latents", {}):
+            st = acc.setdefault(name, LatentStats())
+            for f in sorted(paths.latents(name).glob("*.npz")):
+                st.update(load_slat_latent_frame(f)[1])
+        for name in r.get("ss_latents", {}):
+            st = acc.setdefault(ss_stats_name(name), LatentStats())
+            for f in sorted(paths.ss_latents(name).glob("*.npz")):
+                x = load_ss_latent_frame(f)
+                st.update(np.moveaxis(x, 0, -1).reshape(-1, x.shape[0]))
     results = {}
     for name, st in acc.items():
         if st.count:

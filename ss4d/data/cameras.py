@@ -37,8 +37,12 @@ TRANSFORMS_FILE = "transforms.json"
 
 
 @dataclass
-class Camera:
-    """A pinhole camera. ``c2w_blender`` [4, 4] (Blender axes), ``fov_x`` radians, image size."""
+class BlenderCamera:
+    """A camera as the dataset stores it (``transforms.json``): ``c2w_blender`` [4, 4] camera-to-world in
+    Blender axes, ``fov_x`` horizontal field of view in radians, image size in pixels.
+
+    The project has one rendering camera, :class:`trellis_ext.renderers.Camera`; :meth:`to_camera`
+    converts into it (what the trainers' and the evaluation's renders of Gaussians use)."""
 
     c2w_blender: np.ndarray
     fov_x: float
@@ -62,8 +66,14 @@ class Camera:
         f = 0.5 * self.width / math.tan(self.fov_x / 2.0)
         return np.array([[f, 0.0, self.width / 2.0], [0.0, f, self.height / 2.0], [0.0, 0.0, 1.0]])
 
-    def resized(self, width: int, height: int) -> "Camera":
-        return Camera(self.c2w_blender.copy(), self.fov_x, width, height)
+    def to_camera(self):
+        """The same camera as the renderer's :class:`trellis_ext.renderers.Camera` (float32)."""
+        from trellis_ext.renderers.camera import camera_from_blender_c2w
+
+        return camera_from_blender_c2w(self.c2w_blender, self.fov_x, self.width, self.height)
+
+    def resized(self, width: int, height: int) -> "BlenderCamera":
+        return BlenderCamera(self.c2w_blender.copy(), self.fov_x, width, height)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World points [N, 3] -> (pixel xy [N, 2], camera depth z [N]) with OpenCV conventions."""
@@ -137,17 +147,17 @@ def orbit_position(yaw: float, pitch: float, radius: float) -> np.ndarray:
 
 
 def orbit_views(num_views: int, resolution: int, radius: float = DEFAULT_RADIUS, fov_deg: float = DEFAULT_FOV_DEG,
-                seed: int | None = 0) -> list[Camera]:
+                seed: int | None = 0) -> list[BlenderCamera]:
     """``num_views`` cameras on a Hammersley sphere (random offset from ``seed``; None = no offset)."""
     offset = (0.0, 0.0) if seed is None else tuple(np.random.default_rng(seed).random(2))
     yaw, pitch = hammersley_sphere(num_views, offset)
     fov = math.radians(fov_deg)
-    return [Camera(look_at_blender(orbit_position(y, p, radius)), fov, resolution, resolution)
+    return [BlenderCamera(look_at_blender(orbit_position(y, p, radius)), fov, resolution, resolution)
             for y, p in zip(yaw, pitch)]
 
 
 def conditioning_camera(mode: str, resolution: int, radius: float = DEFAULT_RADIUS, fov_deg: float = DEFAULT_FOV_DEG,
-                        seed: int = 0) -> Camera:
+                        seed: int = 0) -> BlenderCamera:
     """The fixed camera of a clip's conditioning video.
 
     ``front``: in front of the asset (glTF +Z = world -Y), slightly above; ``random``: yaw uniform,
@@ -161,10 +171,11 @@ def conditioning_camera(mode: str, resolution: int, radius: float = DEFAULT_RADI
         pitch = math.radians(rng.uniform(*COND_RANDOM_PITCH_RANGE_DEG))
     else:
         raise ValueError(f"conditioning camera mode must be 'front' or 'random', got {mode!r}")
-    return Camera(look_at_blender(orbit_position(yaw, pitch, radius)), math.radians(fov_deg), resolution, resolution)
+    return BlenderCamera(look_at_blender(orbit_position(yaw, pitch, radius)), math.radians(fov_deg), resolution,
+                         resolution)
 
 
-def write_transforms(path: str | Path, cameras: list[Camera], file_paths: list[str], extra: dict | None = None,
+def write_transforms(path: str | Path, cameras: list[BlenderCamera], file_paths: list[str], extra: dict | None = None,
                      depth_file: str | None = None) -> None:
     """Write a NeRF/TRELLIS-style ``transforms.json``.
 
@@ -182,12 +193,12 @@ def write_transforms(path: str | Path, cameras: list[Camera], file_paths: list[s
     Path(path).write_text(json.dumps(data, indent=1))
 
 
-def read_transforms(path: str | Path) -> tuple[list[Camera], list[str], dict]:
+def read_transforms(path: str | Path) -> tuple[list[BlenderCamera], list[str], dict]:
     """Inverse of :func:`write_transforms`: (cameras, file paths, the whole JSON)."""
     data = json.loads(Path(path).read_text())
     cams, files = [], []
     for fr in data["frames"]:
-        cams.append(Camera(np.asarray(fr["transform_matrix"], np.float64), float(fr["camera_angle_x"]),
+        cams.append(BlenderCamera(np.asarray(fr["transform_matrix"], np.float64), float(fr["camera_angle_x"]),
                            int(fr.get("w", 0)), int(fr.get("h", 0))))
         files.append(fr["file_path"])
     return cams, files, data

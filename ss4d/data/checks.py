@@ -23,14 +23,14 @@ import math
 import numpy as np
 import torch
 
-from .cameras import Camera
+from .cameras import BlenderCamera
 from .rasterize import cpu_threads, rasterize
 from .voxelize import voxels_to_mesh
 
 ALPHA_THRESHOLD = 128  # uint8 alpha >= this counts as foreground
 
 
-def voxel_silhouette(indices: np.ndarray, resolution: int, camera: Camera) -> np.ndarray:
+def voxel_silhouette(indices: np.ndarray, resolution: int, camera: BlenderCamera) -> np.ndarray:
     """bool [H, W]: pixels covered by any voxel cube."""
     v, f = voxels_to_mesh(indices, resolution)
     w2c = camera.w2c_opencv
@@ -40,12 +40,12 @@ def voxel_silhouette(indices: np.ndarray, resolution: int, camera: Camera) -> np
     return frag.face.numpy() >= 0
 
 
-def voxel_footprint_px(camera: Camera, resolution: int) -> float:
+def voxel_footprint_px(camera: BlenderCamera, resolution: int) -> float:
     """Projected size in pixels of one voxel at the scene centre."""
     return float(camera.intrinsics()[0, 0] / resolution / np.linalg.norm(camera.position))
 
 
-def silhouette_agreement(indices: np.ndarray, resolution: int, alpha: np.ndarray, camera: Camera) -> dict:
+def silhouette_agreement(indices: np.ndarray, resolution: int, alpha: np.ndarray, camera: BlenderCamera) -> dict:
     """Compare the voxel silhouette with a rendered alpha channel (uint8 [H, W]); see module doc."""
     from scipy.ndimage import distance_transform_edt
 

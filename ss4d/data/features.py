@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import Camera
+from .cameras import BlenderCamera
 from .voxelize import voxel_centers
 
 AGGREGATIONS = ("visible", "mean")
@@ -44,13 +44,13 @@ class VoxelFeatures:
     kept: np.ndarray
 
 
-def project_to_views(points: np.ndarray, cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray]:
+def project_to_views(points: np.ndarray, cameras: list[BlenderCamera]) -> tuple[np.ndarray, np.ndarray]:
     """World points [N, 3] -> pixel coordinates [V, N, 2] and camera depths [V, N]."""
     xy, z = zip(*(cam.project(points) for cam in cameras))
     return np.stack(xy), np.stack(z)
 
 
-def visibility(points: np.ndarray, cameras: list[Camera], depths: np.ndarray, tolerance: float) -> np.ndarray:
+def visibility(points: np.ndarray, cameras: list[BlenderCamera], depths: np.ndarray, tolerance: float) -> np.ndarray:
     """bool [V, N]: point inside view v's image and not behind the rendered surface by > tolerance.
 
     ``depths`` [V, H, W] are planar camera depths (``inf`` = background) at each camera's size.
@@ -71,7 +71,7 @@ def visibility(points: np.ndarray, cameras: list[Camera], depths: np.ndarray, to
     return out
 
 
-def in_image(points: np.ndarray, cameras: list[Camera]) -> np.ndarray:
+def in_image(points: np.ndarray, cameras: list[BlenderCamera]) -> np.ndarray:
     """bool [V, N]: point projects inside view v's image (in front of the camera)."""
     xy, z = project_to_views(points, cameras)
     w = np.array([c.width for c in cameras])[:, None]
@@ -79,7 +79,7 @@ def in_image(points: np.ndarray, cameras: list[Camera]) -> np.ndarray:
     return (xy[..., 0] >= 0) & (xy[..., 0] < w) & (xy[..., 1] >= 0) & (xy[..., 1] < h) & (z > 0)
 
 
-def aggregate_features(indices: np.ndarray, resolution: int, feature_maps: torch.Tensor, cameras: list[Camera],
+def aggregate_features(indices: np.ndarray, resolution: int, feature_maps: torch.Tensor, cameras: list[BlenderCamera],
                        depths: np.ndarray | None = None, aggregation: str = "visible",
                        visibility_tolerance: float = DEFAULT_VISIBILITY_TOLERANCE) -> VoxelFeatures:
     """Average per-view patch features at the voxel centres.

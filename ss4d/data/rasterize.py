@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cameras import Camera
+from .cameras import BlenderCamera
 from .mesh import Material
 
 NEAR_PLANE = 1e-4  # triangles with a vertex closer than this are dropped (no clipping)
@@ -183,7 +183,7 @@ def _raster_chunk(ids, cnt, fx, fy, z, faces, area, j0, i0, bw, width, zbuf):
 
 # ---------------------------------------------------------------------------------- shading
 class MeshRenderer:
-    """Renders a (static-topology) textured mesh with Lambert shading from :class:`Camera` s.
+    """Renders a (static-topology) textured mesh with Lambert shading from :class:`BlenderCamera` s.
 
     Args:
         faces: [F, 3] int array; uv: [V, 2] or None; colors: [V, 4] linear or None;
@@ -215,7 +215,7 @@ class MeshRenderer:
         self.light_dirs = torch.as_tensor(np.stack([d for d, _ in lights]), device=self.device)
         self.light_pow = torch.as_tensor([s for _, s in lights], dtype=torch.float64, device=self.device)
 
-    def render(self, vertices: np.ndarray, camera: Camera, smooth: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, vertices: np.ndarray, camera: BlenderCamera, smooth: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One view: (RGBA uint8 [H, W, 4] sRGB, straight alpha; depth float32 [H, W], inf = empty).
 
         ``smooth``: interpolate area-weighted vertex normals (hard edges survive where the asset
@@ -226,7 +226,7 @@ class MeshRenderer:
                 return self._render(vertices, camera, smooth)
         return self._render(vertices, camera, smooth)
 
-    def _render(self, vertices: np.ndarray, camera: Camera, smooth: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _render(self, vertices: np.ndarray, camera: BlenderCamera, smooth: bool) -> tuple[np.ndarray, np.ndarray]:
         s = self.ssaa
         h, w = camera.height, camera.width
         cam = camera.resized(w * s, h * s)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import (DEFAULT_FOV_DEG, DEFAULT_RADIUS, TRANSFORMS_FILE, Camera, conditioning_camera, orbit_views,
+from .cameras import (DEFAULT_FOV_DEG, DEFAULT_RADIUS, TRANSFORMS_FILE, BlenderCamera, conditioning_camera, orbit_views,
                       write_transforms)
+from .layout import frame_dir_name, view_file
 from .mesh import MeshSequence
 
 log = logging.getLogger(__name__)
@@ -72,21 +73,13 @@ def clip_seed(clip_id: str, seed: int) -> int:
     return (zlib.crc32(clip_id.encode()) ^ (seed * 0x9E3779B1)) & 0x7FFFFFFF
 
 
-def clip_cameras(clip_id: str, settings: RenderSettings) -> tuple[list[Camera], Camera]:
+def clip_cameras(clip_id: str, settings: RenderSettings) -> tuple[list[BlenderCamera], BlenderCamera]:
     """(the V orbit views, the conditioning camera) of a clip."""
     seed = clip_seed(clip_id, settings.seed)
     views = orbit_views(settings.num_views, settings.resolution, settings.radius, settings.fov_deg, seed=seed)
     cond = conditioning_camera(settings.cond_camera, settings.cond_resolution, settings.radius,
                                settings.cond_fov_deg, seed=seed + 1)
     return views, cond
-
-
-def view_file(v: int) -> str:
-    return f"{v:03d}.png"
-
-
-def frame_dir_name(t: int) -> str:
-    return f"{t:03d}"
 
 
 # ------------------------------------------------------------------------------------ blender discovery
@@ -147,7 +140,7 @@ def run_blender_job(job: dict, work_dir: Path, timeout_s: float = 0) -> None:
         raise RuntimeError(f"Blender {job['mode']} job failed (exit {res.returncode}): {tail}")
 
 
-def _camera_json(cam: Camera, file: str | None = None) -> dict:
+def _camera_json(cam: BlenderCamera, file: str | None = None) -> dict:
     d = {"c2w": np.asarray(cam.c2w_blender).tolist(), "fov_x": cam.fov_x, "width": cam.width, "height": cam.height}
     if file:
         d["file"] = file
@@ -183,7 +176,7 @@ def render_clip(seq: MeshSequence, mesh_dir: Path | None, renders_dir: Path | No
                              [view_file(v) for v in range(len(views))], depth_file=DEPTH_FILE,
                              extra=dict(extra, frame_index=t, time=float(seq.times[t])))
     if cond_dir is not None:
-        write_transforms(cond_dir / TRANSFORMS_FILE, [cond_cam] * len(frames), [f"{t:03d}.png" for t in frames],
+        write_transforms(cond_dir / TRANSFORMS_FILE, [cond_cam] * len(frames), [view_file(t) for t in frames],
                          extra=dict(extra, times=[float(seq.times[t]) for t in frames], mode=settings.cond_camera))
         if settings.cond_video:
             write_preview_video(cond_dir, frames)
@@ -211,7 +204,7 @@ def _render_torch(seq, renders_dir, cond_dir, views, cond_cam, frames, settings)
         if cond_dir is not None:
             cond_dir.mkdir(parents=True, exist_ok=True)
             rgba, _ = r.render(seq.vertices[t], cond_cam)
-            Image.fromarray(rgba, "RGBA").save(cond_dir / f"{t:03d}.png")
+            Image.fromarray(rgba, "RGBA").save(cond_dir / view_file(t))
 
 
 def _render_blender(mesh_dir, renders_dir, cond_dir, views, cond_cam, frames, settings):
@@ -222,7 +215,7 @@ def _render_blender(mesh_dir, renders_dir, cond_dir, views, cond_cam, frames, se
             fr["out_dir"] = str(renders_dir / frame_dir_name(t))
             fr["views"] = [_camera_json(c, view_file(v)) for v, c in enumerate(views)]
         if cond_dir is not None:
-            fr["cond"] = dict(_camera_json(cond_cam, f"{t:03d}.png"), out_dir=str(cond_dir))
+            fr["cond"] = dict(_camera_json(cond_cam, view_file(t)), out_dir=str(cond_dir))
         job_frames.append(fr)
     job = {"mode": "render", "mesh_dir": str(mesh_dir), "frames": job_frames, "samples": settings.samples,
            "denoise": settings.denoise, "device": settings.device, "threads": settings.threads}
@@ -235,7 +228,7 @@ def _render_blender(mesh_dir, renders_dir, cond_dir, views, cond_cam, frames, se
             missing = [view_file(v) for v in range(len(views)) if not (d / view_file(v)).is_file()]
             if missing or not (d / DEPTH_FILE).is_file():
                 raise RuntimeError(f"Blender did not write frame {t}: missing {missing[:3] or DEPTH_FILE}")
-        if cond_dir is not None and not (cond_dir / f"{t:03d}.png").is_file():
+        if cond_dir is not None and not (cond_dir / view_file(t)).is_file():
             raise RuntimeError(f"Blender did not write conditioning frame {t}")
 
 
@@ -247,7 +240,7 @@ def write_preview_video(cond_dir: Path, frames: list[int], fps: float = COND_VID
 
     imgs = []
     for t in frames:
-        with Image.open(cond_dir / f"{t:03d}.png") as im:
+        with Image.open(cond_dir / view_file(t)) as im:
             a = np.asarray(im.convert("RGBA")).astype(np.float32)
         alpha = a[..., 3:4] / 255.0
         rgb = a[..., :3] * alpha + COND_VIDEO_BACKGROUND * (1 - alpha)
@@ -259,7 +252,7 @@ def write_preview_video(cond_dir: Path, frames: list[int], fps: float = COND_VID
         log.info("preview video skipped: %s", exc)
 
 
-def load_frame_renders(frame_dir: Path) -> tuple[np.ndarray, np.ndarray, list[Camera]]:
+def load_frame_renders(frame_dir: Path) -> tuple[np.ndarray, np.ndarray, list[BlenderCamera]]:
     """(RGBA uint8 [V, H, W, 4], depth float32 [V, H, W], cameras) of one rendered frame."""
     from PIL import Image
 

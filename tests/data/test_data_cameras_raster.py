@@ -6,8 +6,8 @@ import math
 import numpy as np
 import torch
 
-from ss4d.data.cameras import (Camera, blender_to_opencv, conditioning_camera, hammersley_sphere, look_at_blender,
-                               orbit_views, radical_inverse_base2, read_transforms, write_transforms)
+from ss4d.data.cameras import (BlenderCamera, blender_to_opencv, conditioning_camera, hammersley_sphere,
+                               look_at_blender, orbit_views, radical_inverse_base2, read_transforms, write_transforms)
 from ss4d.data.mesh import Material
 from ss4d.data.rasterize import MeshRenderer, rasterize, sample_texture
 
@@ -62,7 +62,7 @@ def square(z_world: float, half: float):
 
 
 def test_rasterizer_coverage_and_planar_depth():
-    cam = Camera(look_at_blender(np.array([0.0, 0.0, 2.0]), up=np.array([0.0, 1.0, 0.0])), math.radians(40), 64, 64)
+    cam = BlenderCamera(look_at_blender(np.array([0.0, 0.0, 2.0]), up=np.array([0.0, 1.0, 0.0])), math.radians(40), 64, 64)
     v, f = square(0.25, 0.3)
     w2c = cam.w2c_opencv
     frag = rasterize(torch.as_tensor(v @ w2c[:3, :3].T + w2c[:3, 3]), torch.as_tensor(f),
@@ -79,7 +79,7 @@ def test_rasterizer_coverage_and_planar_depth():
 
 
 def test_rasterizer_z_test_and_renderer_colours():
-    cam = Camera(look_at_blender(np.array([0.0, 0.0, 2.0]), up=np.array([0.0, 1.0, 0.0])), math.radians(40), 48, 48)
+    cam = BlenderCamera(look_at_blender(np.array([0.0, 0.0, 2.0]), up=np.array([0.0, 1.0, 0.0])), math.radians(40), 48, 48)
     near, fn = square(0.2, 0.15)
     far, ff = square(-0.2, 0.4)
     verts = np.concatenate([near, far])
@@ -105,3 +105,20 @@ def test_texture_sampling_gltf_uv_origin():
     np.testing.assert_allclose(out[1].numpy(), [0, 0, 1])
     np.testing.assert_allclose(out[2].numpy(), [1, 0, 0])  # repeat wrap
     np.testing.assert_allclose(sample_texture(tex, uv[2:], "clamp").numpy(), [[0, 0, 0]])
+
+
+def test_dataset_camera_converts_to_the_renderer_camera():
+    """One rendering camera: a stored (Blender c2w, fov) camera projects points to the same pixels and
+    depths through the renderer's Camera as through its own OpenCV projection, non-square images too."""
+    import torch
+
+    from trellis_ext.renderers import project_points
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.5, 0.5, size=(64, 3))
+    for cam in orbit_views(6, 96, seed=3) + [conditioning_camera("front", 64).resized(80, 48)]:
+        xy_ref, z_ref = cam.project(points)
+        uv, z = project_points(torch.as_tensor(points, dtype=torch.float32), cam.to_camera())
+        np.testing.assert_allclose(uv.numpy(), xy_ref, atol=2e-3)
+        np.testing.assert_allclose(z.numpy(), z_ref, atol=1e-5)
+        np.testing.assert_allclose(cam.to_camera().center.numpy(), cam.position, atol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ss4d.data.cameras import Camera, look_at_blender, orbit_views
+from ss4d.data.cameras import BlenderCamera, look_at_blender, orbit_views
 from ss4d.data.features import aggregate_features, project_to_views, visibility
 from ss4d.data.mesh import Material
 from ss4d.data.rasterize import MeshRenderer
@@ -53,7 +53,7 @@ def test_bilinear_sampling_matches_projection():
 
 def test_visible_drops_voxels_hidden_in_every_view():
     verts, faces = scene()
-    cam = Camera(look_at_blender(np.array([0.0, 0.0, 2.0]), up=np.array([0.0, 1.0, 0.0])), math.radians(40), 128, 128)
+    cam = BlenderCamera(look_at_blender(np.array([0.0, 0.0, 2.0]), up=np.array([0.0, 1.0, 0.0])), math.radians(40), 128, 128)
     depth = render_depths(verts, faces, [cam])
     idx = voxelize_surface(verts, faces, RES)
     maps = coordinate_maps(1)

@@ -27,6 +27,7 @@ __all__ = [
     "intrinsics_from_fov",
     "orbit_camera",
     "orbit_trajectory",
+    "camera_from_blender_c2w",
     "project_points",
     "DEFAULT_FOV_DEG",
     "DEFAULT_RADIUS",
@@ -99,6 +100,23 @@ class Camera:
         """A copy with both matrices moved / cast."""
         return Camera(self.extrinsics.to(device=device, dtype=dtype),
                       self.intrinsics.to(device=device, dtype=dtype), self.width, self.height)
+
+
+def camera_from_blender_c2w(c2w_blender, fov_x_rad: float, width: int, height: int) -> Camera:
+    """A :class:`Camera` from a Blender/NeRF camera-to-world matrix (``transforms.json``'s
+    ``transform_matrix``: camera looks along its -Z, +Y up) and the horizontal field of view in radians
+    (``camera_angle_x``). Square pixels, principal point at the image centre, float32.
+
+    OpenCV c2w = Blender c2w with the camera's Y and Z axes negated; extrinsics = its inverse.
+    """
+    c2w = torch.as_tensor(c2w_blender, dtype=torch.float64).clone()
+    if c2w.shape != (4, 4):
+        raise ValueError(f"c2w must be [4, 4], got {tuple(c2w.shape)}")
+    c2w[:3, 1:3] *= -1.0
+    focal_px = 0.5 * width / math.tan(0.5 * fov_x_rad)
+    intrinsics = torch.tensor([[focal_px / width, 0.0, 0.5], [0.0, focal_px / height, 0.5], [0.0, 0.0, 1.0]],
+                              dtype=torch.float64)
+    return Camera(torch.linalg.inv(c2w).float(), intrinsics.float(), width, height)
 
 
 def look_at_extrinsics(
