@@ -31,7 +31,8 @@ __all__ = [
     "METADATA_COLUMNS", "FRAMES_COLUMNS", "LATENT_SET_SEPARATOR", "STATUS_OK",
     "frame_file", "frame_dir_name", "view_file", "latent_set_name", "ss_stats_name",
     "ClipPaths", "iter_clip_records", "read_metadata", "read_latent_stats",
-    "load_feature_frame", "load_ss_latent_frame", "load_slat_latent_frame",
+    "load_feature_frame", "load_ss_latent_frame", "load_slat_latent_frame", "DatasetReader", "FolderDataset",
+    "read_rgba_files",
 ]
 
 CLIPS_DIR = "clips"
@@ -172,3 +173,103 @@ def load_slat_latent_frame(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One frame of a SLat latent set: (coords [M, 3] int64 (x, y, z), feats [M, C] float32, not normalised)."""
     with np.load(path) as z:
         return z["coords"].astype(np.int64), z["feats"].astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ reading a dataset
+class DatasetReader:
+    """Read access to a built dataset, whatever its storage. The trainers and the evaluation read only
+    through this interface, so the folder layout (:class:`FolderDataset`) and packed shards give the same
+    samples. Frame indices ``t`` are the clip's frame numbers (0-based).
+
+    Clip record keys the readers rely on (``clip.json``): ``clip_id``, ``status``, ``flagged``,
+    ``num_frames`` (frames written), ``num_real_frames`` (frames before the clip's end; equals
+    ``num_frames`` for datasets built before it was recorded), ``voxels_per_frame``, and the dicts
+    ``features`` / ``ss_latents`` / ``latents`` keyed by set name.
+    """
+
+    def clip_records(self) -> list[dict]:
+        """Every clip's record (``clip.json``), sorted by clip id."""
+        raise NotImplementedError
+
+    def load_voxels(self, clip_id: str, t: int) -> tuple[np.ndarray, int]:
+        """(indices [N, 3] int64 (x, y, z), resolution)."""
+        raise NotImplementedError
+
+    def load_features(self, clip_id: str, feature_set: str, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices [M, 3] int64, patchtokens [M, C] float32)."""
+        raise NotImplementedError
+
+    def load_ss_latent(self, clip_id: str, encoder: str, t: int) -> np.ndarray:
+        """SS latent mean [C, r, r, r] float32 (not normalised)."""
+        raise NotImplementedError
+
+    def load_slat_latent(self, clip_id: str, latent_set: str, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(coords [M, 3] int64, feats [M, C] float32), not normalised."""
+        raise NotImplementedError
+
+    def load_views(self, clip_id: str, t: int) -> tuple[np.ndarray, list]:
+        """Ground-truth views of frame t: (RGBA uint8 [V, H, W, 4], cameras as ``BlenderCamera``)."""
+        raise NotImplementedError
+
+    def load_cond(self, clip_id: str) -> tuple[np.ndarray, list]:
+        """The conditioning video: (RGBA uint8 [T, H, W, 4], one ``BlenderCamera`` per frame)."""
+        raise NotImplementedError
+
+    def latent_stats(self, name: str) -> dict:
+        """``{"mean": [C], "std": [C], "count": N}`` of a latent set (SS sets: :func:`ss_stats_name`)."""
+        raise NotImplementedError
+
+
+class FolderDataset(DatasetReader):
+    """:class:`DatasetReader` over the folder layout written by ``ss4d-build-dataset``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def paths(self, clip_id: str) -> ClipPaths:
+        return ClipPaths(self.root, clip_id)
+
+    def clip_records(self) -> list[dict]:
+        return list(iter_clip_records(self.root))
+
+    def load_voxels(self, clip_id, t):
+        from .voxelize import load_voxels
+
+        return load_voxels(self.paths(clip_id).voxel_frame(t))
+
+    def load_features(self, clip_id, feature_set, t):
+        return load_feature_frame(self.paths(clip_id).features(feature_set) / frame_file(t))
+
+    def load_ss_latent(self, clip_id, encoder, t):
+        return load_ss_latent_frame(self.paths(clip_id).ss_latents(encoder) / frame_file(t))
+
+    def load_slat_latent(self, clip_id, latent_set, t):
+        return load_slat_latent_frame(self.paths(clip_id).latents(latent_set) / frame_file(t))
+
+    def load_views(self, clip_id, t):
+        from .cameras import TRANSFORMS_FILE, read_transforms
+
+        folder = self.paths(clip_id).render_frame(t)
+        cams, files, _ = read_transforms(folder / TRANSFORMS_FILE)
+        return read_rgba_files(folder, files), cams
+
+    def load_cond(self, clip_id):
+        from .cameras import TRANSFORMS_FILE, read_transforms
+
+        folder = self.paths(clip_id).cond
+        cams, files, _ = read_transforms(folder / TRANSFORMS_FILE)
+        return read_rgba_files(folder, files), cams
+
+    def latent_stats(self, name):
+        return read_latent_stats(self.root, name)
+
+
+def read_rgba_files(folder: Path, files: list[str]) -> np.ndarray:
+    """The images ``folder/<file>`` as one RGBA uint8 array [N, H, W, 4]."""
+    from PIL import Image
+
+    imgs = []
+    for f in files:
+        with Image.open(folder / f) as im:
+            imgs.append(np.asarray(im.convert("RGBA")))
+    return np.stack(imgs)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .cameras import (DEFAULT_FOV_DEG, DEFAULT_RADIUS, TRANSFORMS_FILE, BlenderCamera, conditioning_camera, orbit_views,
                       write_transforms)
-from .layout import frame_dir_name, view_file
+from .layout import frame_dir_name, read_rgba_files, view_file
 from .mesh import MeshSequence
 
 log = logging.getLogger(__name__)
@@ -254,18 +254,12 @@ def write_preview_video(cond_dir: Path, frames: list[int], fps: float = COND_VID
 
 def load_frame_renders(frame_dir: Path) -> tuple[np.ndarray, np.ndarray, list[BlenderCamera]]:
     """(RGBA uint8 [V, H, W, 4], depth float32 [V, H, W], cameras) of one rendered frame."""
-    from PIL import Image
-
     from .cameras import read_transforms
 
     cams, files, data = read_transforms(frame_dir / TRANSFORMS_FILE)
-    imgs = []
-    for f, cam in zip(files, cams):
-        with Image.open(frame_dir / f) as im:
-            imgs.append(np.asarray(im.convert("RGBA")))
+    rgba = read_rgba_files(frame_dir, files)
     with np.load(frame_dir / data.get("depth_file", DEPTH_FILE)) as z:
         depth = z["depth"].astype(np.float32)
-    rgba = np.stack(imgs)
     for cam in cams:  # older files may lack w/h
         cam.width, cam.height = rgba.shape[2], rgba.shape[1]
     return rgba, depth, cams

@@ -134,6 +134,17 @@ def test_render_layout(built_dataset):
     assert all(np.allclose(k.c2w_blender, cond[0].c2w_blender) for k in cond)  # fixed camera
     assert cj["mode"] == "front"
 
+    # the trainers' reader gives the same views and cameras
+    from ss4d.data.layout import FolderDataset
+
+    ds = FolderDataset(built_dataset["out"])
+    views, vcams = ds.load_views("Fox__Survey", 0)
+    np.testing.assert_array_equal(views, rgba)
+    np.testing.assert_allclose(vcams[3].c2w_blender, cams[3].c2w_blender)
+    crgba, ccams = ds.load_cond("Fox__Survey")
+    assert crgba.shape[0] == SMALL["frames"] and len(ccams) == SMALL["frames"]
+    assert [r["clip_id"] for r in ds.clip_records()] == sorted(r["clip_id"] for r in ds.clip_records())
+
 
 def test_metadata_tables(built_dataset):
     out = built_dataset["out"]
@@ -285,6 +296,16 @@ def test_encoders_latents_and_statistics(tmp_path, asset_copy):
     assert stats["count"] == len(x)
     assert (out / "latent_stats" / "ss_ss_enc_tiny.json").is_file()
     assert compute_latent_stats(out)[f"{FEATURE}_visible__slat_enc4d_tiny"]["count"] == len(x)
+
+    # the trainers' reader returns exactly the stored arrays and statistics
+    from ss4d.data.layout import FolderDataset
+
+    ds = FolderDataset(out)
+    coords, lat = ds.load_slat_latent("RiggedFigure__animation_0", f"{FEATURE}_visible__slat_enc4d_tiny", 1)
+    np.testing.assert_array_equal(lat, feats[1])
+    assert coords.dtype == np.int64 and coords.shape == (len(lat), 3)
+    assert ds.load_ss_latent("RiggedFigure__animation_0", "ss_enc_tiny", 1).shape == (8, 16, 16, 16)
+    assert ds.latent_stats(f"{FEATURE}_visible__slat_enc4d_tiny") == stats
 
 
 def test_cli_errors_are_one_line(tmp_path):
