@@ -19,6 +19,7 @@ __all__ = ["CheckpointError", "from_pretrained", "save_pretrained", "load_config
            "build_model", "load_state_dict_strict", "resolve_stem"]
 
 MAX_KEYS_LISTED = 12  # how many offending keys an error message spells out
+PICKLE_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")  # torch.save checkpoints: named, never loaded
 
 
 class CheckpointError(RuntimeError):
@@ -101,6 +102,11 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not os.path.isfile(path):
+        stem = os.path.splitext(path)[0]
+        pickled = [stem + ext for ext in PICKLE_EXTENSIONS if os.path.isfile(stem + ext)]
+        if pickled:
+            raise CheckpointError(f"{pickled[0]} is a pickle checkpoint, but only safetensors are read (pickle can "
+                                  f"run code); convert it to {path} with safetensors.torch.save_file")
         raise CheckpointError(f"weights not found: {path}")
     try:
         return load_file(path)
