@@ -67,7 +67,10 @@ STRICT_DECODE = ("-xerror",)
 #: Frames a decoded stream may fall short of the container's duration x rate without a note.
 FRAME_COUNT_SLACK = 1
 #: ffmpeg log lines that mean the file ends before its own index says (demuxer, not decoder).
-TRUNCATION_MARKERS = ("partial file", "Packet corrupt", "corrupt input packet", "moov atom not found")
+TRUNCATION_MARKERS = ("partial file", "Packet corrupt", "corrupt input packet")
+#: An MP4/MOV whose index ("moov" box, often written last) is missing: truncated if it starts like one.
+MISSING_INDEX_MARKER = "moov atom not found"
+MP4_SIGNATURE, MP4_SIGNATURE_OFFSET = b"ftyp", 4
 #: ffmpeg log lines that mean the file holds no video stream.
 NO_VIDEO_MARKERS = ("does not contain any stream", "matches no streams", "no video stream")
 IMAGEIO_FFMPEG_LOGGER = "imageio_ffmpeg"
@@ -290,6 +293,12 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _starts_like_mp4(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(MP4_SIGNATURE_OFFSET + len(MP4_SIGNATURE))
+    return head[MP4_SIGNATURE_OFFSET:] == MP4_SIGNATURE
+
+
 def _truncated_error(path: str, detail: str) -> InputError:
     return InputError(f"{path} is truncated: the file ends before the data its container announces ({detail})",
                       "the download or copy was probably cut short; get the complete file again")
@@ -312,7 +321,7 @@ def _ffmpeg_stream(path: str, input_params: Sequence[str] = ()) -> Tuple[dict, _
         detail = last[-1].strip() if last else type(e).__name__
         if any(m in text for m in NO_VIDEO_MARKERS):
             raise InputError(f"{path} has no video stream (an audio-only file?)", f"give {SUPPORTED}") from None
-        if any(m in text for m in TRUNCATION_MARKERS):
+        if MISSING_INDEX_MARKER in text and _starts_like_mp4(path):
             raise _truncated_error(path, "its index is missing") from None
         raise InputError(f"cannot decode {path} as a video (ffmpeg: {detail[:200]})",
                          "check that the file is a complete, playable video, or re-encode it "
