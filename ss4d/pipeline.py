@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import ss4d.models  # noqa: F401  (registers the 4D classes with trellis_ext's registry)
-from trellis_ext.atomic import atomic_directory, merged_directory
+from trellis_ext.atomic import apply_umask, atomic_directory, merged_directory
 from trellis_ext.models.checkpoint import CheckpointError, load_config, save_pretrained
 from trellis_ext.pipelines.base import (PIPELINE_JSON, PipelineLoadError, build_sampler, load_models,
                                         read_pipeline_json)
@@ -328,6 +328,7 @@ class Pipeline:
                     enc.save(tmp / ENCODER_FILE)
                 elif hasattr(enc, "model") and hasattr(enc.model, "save_pretrained"):
                     enc.model.save_pretrained(str(tmp / ENCODER_DIR))
+                    apply_umask(tmp / ENCODER_DIR)  # its safetensors file is created 0600
             config = {k: v for k, v in self.config.items() if k != "args"}
             config["name"] = PIPELINE_NAME
             config["args"] = args

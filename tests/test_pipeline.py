@@ -266,3 +266,36 @@ def test_api_arguments_are_checked(tiny_model):
         pipe.run(frames, seed=2 ** 64, progress=False)
     with pytest.raises(InputError, match="cfg strength must be a finite number"):
         pipe.run(frames, ss_cfg=float("nan"), progress=False)
+
+
+def test_saved_model_follows_the_umask(tiny_model, tmp_path):
+    """save_pretrained under umask 022: folders 0755, pipeline.json / .safetensors 0644 (not mkstemp's 0600)."""
+    import stat
+
+    pipe = Pipeline.from_pretrained(tiny_model)
+    old = os.umask(0o022)
+    try:
+        pipe.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "m", *(tmp_path / "m").rglob("*")]
+    assert any(p.suffix == ".safetensors" for p in paths)
+    wrong = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths
+             if stat.S_IMODE(p.stat().st_mode) != (0o755 if p.is_dir() else 0o644)}
+    assert wrong == {}
+
+
+def test_saved_dinov2_encoder_follows_the_umask(tiny_model, tmp_path):
+    """The transformers encoder folder too (its safetensors writer creates 0600 files)."""
+    import stat
+
+    pipe = Pipeline.from_pretrained(tiny_model, image_cond_model="tiny-random")
+    old = os.umask(0o022)
+    try:
+        pipe.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    enc = tmp_path / "m" / "image_cond_model"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [enc, *enc.iterdir()]}
+    assert any(n.endswith(".safetensors") for n in modes)
+    assert {n: oct(m) for n, m in modes.items() if m != (0o755 if (enc / n).is_dir() or n == enc.name else 0o644)} == {}

@@ -26,11 +26,12 @@ import tempfile
 from typing import IO, Iterator, Union
 
 __all__ = ["atomic_directory", "atomic_file", "merged_directory", "current_umask", "sweep_stale_temps",
-           "temp_name", "TEMP_MARK"]
+           "temp_name", "apply_umask", "TEMP_MARK"]
 
 PathLike = Union[str, os.PathLike]
 DIR_MODE = 0o777   # what mkdir() asks for before the umask
 FILE_MODE = 0o666  # what open() asks for before the umask
+EXEC_BITS = 0o111
 #: Marks every temporary these writers create; followed by the owner's pid.
 TEMP_MARK = "ss4dtmp"
 #: Random characters after the pid (tempfile's alphabet; ``secrets.token_hex`` is a subset).
@@ -45,6 +46,25 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def apply_umask(path: PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything below it) the modes ``open``/``mkdir``
+    would have given it under the current umask. For third-party writers that create private
+    0600 files (``safetensors.torch.save_file``, transformers' ``save_pretrained``). Executable
+    files stay executable."""
+    mask = current_umask()
+    paths = [os.fspath(path)]
+    if os.path.isdir(path):
+        paths += [os.path.join(root, n) for root, dirs, files in os.walk(path) for n in dirs + files]
+    for p in paths:
+        if os.path.islink(p):
+            continue
+        if os.path.isdir(p):
+            os.chmod(p, DIR_MODE & ~mask)
+        else:
+            executable = os.stat(p).st_mode & EXEC_BITS
+            os.chmod(p, (DIR_MODE if executable else FILE_MODE) & ~mask)
 
 
 def _pid_prefix(prefix: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..atomic import apply_umask
 from .registry import UnknownModelError, get_model_class
 
 __all__ = ["CheckpointError", "from_pretrained", "save_pretrained", "load_config",
@@ -154,6 +155,7 @@ def save_pretrained(model: nn.Module, path: str, name: Optional[str] = None,
         with open(tmp_json, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=4)
         save_file(state, tmp_st)
+        apply_umask(tmp_st)  # save_file creates 0600 files
         os.replace(tmp_st, stem + ".safetensors")
         os.replace(tmp_json, stem + ".json")
     return stem + ".json", stem + ".safetensors"
