@@ -18,13 +18,15 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
+from .io.output import PRODUCER
+
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 SIGNAL_EXIT_BASE = 128  # shells report death by signal N as 128 + N
 EXIT_INTERRUPTED = SIGNAL_EXIT_BASE + signal.SIGINT    # 130
 EXIT_TERMINATED = SIGNAL_EXIT_BASE + signal.SIGTERM    # 143
-PROG = "ss4d-generate"  # also ss4d.io.output.PRODUCER: what marks a folder as an ss4d output
+PROG = PRODUCER  # "ss4d-generate": result.json's command[0] marks a folder as an ss4d output
 MAX_SEED = 2 ** 63 - 1  # torch generators take a signed 64-bit seed on every device
 #: OS errors that are the user's environment, not a bug: exit 2 with a hint.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free some disk space or write elsewhere with -o",
@@ -295,7 +297,8 @@ def _generate(args, log: _Log) -> int:
         log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
             "shape, not a reconstruction of your video")
     dtype_name = str(pipe.dtype).replace("torch.", "")
-    log(f"model {model_path} on {args.device} ({dtype_name})")
+    threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
+    log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
 
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
@@ -334,7 +337,7 @@ def _generate(args, log: _Log) -> int:
                       "frame_names": clip.names, "matting": matting, "crop_box": list(crop), "notes": clip.notes},
             "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
             "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
-                      "device": args.device, "dtype": dtype_name,
+                      "device": args.device, "dtype": dtype_name, "cpu_threads": torch.get_num_threads(),
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
             "sampler": result.params,

@@ -428,3 +428,20 @@ def test_api_frames_are_checked(tmp_path):
         paths.append(tmp_path / f"{t}.png")
     for frames in (paths, [str(p) for p in paths]):
         np.testing.assert_array_equal(to_rgba_arrays(frames)[1], good[1])
+
+
+def test_check_output_dir_sweeps_a_killed_runs_temp_folder(tmp_path):
+    """The next run into the same parent removes a SIGKILLed run's temp folder up front (dead pid only)."""
+    import subprocess
+    import sys
+
+    from trellis_ext.atomic import TEMP_MARK
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    stale = tmp_path / f".out.tmp-{TEMP_MARK}{p.pid}-abcd1234"
+    (stale / "gaussians").mkdir(parents=True)
+    (stale / "gaussians" / "frame_000.ply").write_text("partial")
+    (tmp_path / "keep.txt").write_text("mine")
+    check_output_dir(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["keep.txt"] and (tmp_path / "keep.txt").read_text() == "mine"

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from trellis_ext.atomic import atomic_directory, temp_name
+from trellis_ext.atomic import atomic_directory, sweep_stale_temps, temp_name
 
 from ..errors import InputError
 
@@ -150,6 +150,7 @@ def check_output_dir(path: PathLike, overwrite: bool = False,
         raise InputError(f"cannot create output folder {out}: {base} is a file, not a folder",
                          "choose a writable folder with -o")
     _check_name_length(out, base)
+    sweep_stale_temps(base)  # a killed earlier run's temp folder, before this run starts
     probe = base / temp_name(".ss4d-write-probe-")
     try:
         probe.mkdir()
