@@ -16,8 +16,8 @@ arrays plus the frame rate and where each frame came from). Every failure a user
 * **Folder**: every image file (``.png .jpg .jpeg .webp .bmp .tif .tiff``) in natural order
   (``2.png`` before ``10.png``); RGBA PNG sequences keep their alpha; 16-bit grayscale PNGs are
   scaled to 8 bits; images over Pillow's pixel limit are refused with a hint. All frames must have
-  the same size and be all transparent (RGBA) or all opaque. A folder has no frame rate (``--fps`` is refused; outputs use 8 fps, the rate of the
-  official demo videos).
+  the same size and be all transparent (RGBA) or all opaque. A folder has no frame rate (``--fps``
+  is refused; outputs use 8 fps, the rate of the official demo videos).
 
 Frame selection (:class:`FrameSelection`), applied in this order:
 
