@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(transformers folder or torch.hub .pth)")
 
     g = p.add_argument_group("frames")
-    g.add_argument("--frames", type=_int_at_least("--frames", MIN_FRAMES, why=" (SS4D needs at least one pair of frames)"), metavar="N",
+    g.add_argument("--frames", metavar="N",
+                   type=_int_at_least("--frames", MIN_FRAMES, why=" (SS4D needs at least one pair of frames)"),
                    help="number of frames to use, even (default: all selected, at most 32)")
     g.add_argument("--start", type=_int_at_least("--start", 0), default=0, metavar="I", help="first source frame (default 0)")
     g.add_argument("--stride", type=_int_at_least("--stride", 1), default=1, metavar="K",
@@ -151,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structured-latent Euler steps (default: the model folder's)")
     g.add_argument("--cfg-ss", type=_nonneg_float("--cfg-ss"), metavar="F", help="sparse-structure guidance strength")
     g.add_argument("--cfg-slat", type=_nonneg_float("--cfg-slat"), metavar="F", help="structured-latent guidance strength")
-    g.add_argument("--seed", type=_int_at_least("--seed", 0, MAX_SEED), default=42, metavar="N", help="random seed (default 42)")
+    g.add_argument("--seed", type=_int_at_least("--seed", 0, MAX_SEED), default=42, metavar="N",
+                   help=f"random seed, 0..{MAX_SEED} (default 42)")
 
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")

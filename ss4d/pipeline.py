@@ -83,8 +83,8 @@ def check_finite_weights(models: Dict[str, nn.Module], path: str) -> None:
         bad = _nonfinite_names(list(model.named_parameters()) + list(model.named_buffers()))
         if bad:
             more = f" and {len(bad) - LISTED_TENSORS} more" if len(bad) > LISTED_TENSORS else ""
-            raise ModelFolderError(f"{path}: the weights of {key} hold NaN/inf values ({', '.join(bad[:LISTED_TENSORS])}"
-                                   f"{more}); the checkpoint is corrupt", WEIGHTS_HINT)
+            raise ModelFolderError(f"{path}: the weights of {key} hold NaN/inf values "
+                                   f"({', '.join(bad[:LISTED_TENSORS])}{more}); the checkpoint is corrupt", WEIGHTS_HINT)
 
 
 def nonfinite_error(stage: str, what: str, dtype: torch.dtype) -> GenerationError:

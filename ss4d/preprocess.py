@@ -30,7 +30,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ["union_bbox", "crop_box", "preprocess_frames", "to_rgba_arrays", "check_frame_size", "uses_alpha",
+__all__ = ["union_bbox", "crop_box", "preprocess_frames", "to_rgba_arrays", "check_frame_size", "uses_alpha", "image_to_array",
            "refuse_mixed_alpha", "CONDITION_SIZE",
            "BBOX_SCALE", "MIN_FRAME_SIZE", "MIN_OBJECT_SIZE"]
 
@@ -78,14 +78,29 @@ def _float_to_uint8(f: np.ndarray) -> np.ndarray:
     return np.clip(np.round(f * 255.0), 0, 255).astype(np.uint8)
 
 
+def image_to_array(im) -> np.ndarray:
+    """A Pillow image -> uint8 RGBA (when it has transparency) or RGB array; 16-bit grayscale is
+    scaled to 8 bits, not clipped."""
+    if im.mode.startswith("I;16") or im.mode == "I":  # Pillow opens 16-bit grayscale PNGs as I;16 / I
+        top = np.iinfo(np.uint16).max
+        gray = np.clip(np.asarray(im).astype(np.float64), 0, top)
+        gray = np.round(gray * (np.iinfo(np.uint8).max / top)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if im.mode == "F":
+        raise InputError(f"frame {getattr(im, 'filename', '')} holds floating-point pixels (mode F)",
+                         "save the frames as 8- or 16-bit PNGs")
+    return np.asarray(im.convert("RGBA" if ("A" in im.mode or "transparency" in im.info) else "RGB"))
+
+
 def _open_path(path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGBA") if ("A" in im.mode or "transparency" in im.info) else im.convert("RGB"))
+            return image_to_array(im)
     except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"cannot read frame {os.fspath(path)} ({e})", "give image files, PIL images or arrays") from None
+        raise InputError(f"cannot read frame {os.fspath(path)} ({e})",
+                         "give image files, PIL images or arrays") from None
 
 Frame = Union[np.ndarray, "PIL.Image.Image"]
 

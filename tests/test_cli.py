@@ -181,7 +181,8 @@ BAD_INPUTS = [
     ("mask_dir_missing", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--mask-dir", d / "nomasks"],
      "--mask-dir .* is not a folder"),
     ("odd_frames", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--frames", "3"], "--frames must be even"),
-    ("zero_frames_flag", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--frames", "0"], "--frames must be >= 2, got 0 .*pair"),
+    ("zero_frames_flag", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--frames", "0"],
+     "--frames must be >= 2, got 0 .*pair"),
     ("seed_too_large", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--seed", str(2 ** 63)],
      "--seed must be <= 9223372036854775807"),
     ("start_past_end", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--start", "10"],
@@ -195,7 +196,8 @@ BAD_INPUTS = [
      "not an ss4d output.*left untouched"),
     ("overwrite_input_folder", lambda d, m, o: [d / "good", "--model", m, "-o", d / "good", "--overwrite"],
      "is the input"),
-    ("overwrite_input_parent", lambda d, m, o: [d / "good", "--model", m, "-o", d, "--overwrite"], "contains the input"),
+    ("overwrite_input_parent", lambda d, m, o: [d / "good", "--model", m, "-o", d, "--overwrite"],
+     "contains the input"),
     ("overwrite_model_folder", lambda d, m, o: [d / "good", "--model", m, "-o", m, "--overwrite"],
      "is the model folder"),
     ("output_symlink", lambda d, m, o: [d / "good", "--model", m, "-o", d / "link", "--overwrite"], "symbolic link"),
@@ -468,7 +470,8 @@ def test_outputs_follow_the_umask(inputs, tiny_model, tmp_path, capsys):
     finally:
         os.umask(old)
     assert code == EXIT_OK, err
-    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "o", *(tmp_path / "o").rglob("*")]}
+    paths = [tmp_path / "o", *(tmp_path / "o").rglob("*")]
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in paths}
     assert {k for k in modes if k.endswith(".ply")} and {k for k in modes if k.endswith(".mp4")}
     assert {k: m for k, m in modes.items() if m != (0o755 if (tmp_path / k).is_dir() else 0o644)} == {}
 

@@ -349,7 +349,7 @@ def test_audio_only_and_rotated_videos(tmp_path, capfd):
     assert capfd.readouterr().err == ""                            # and nothing was printed about it
 
 
-# ------------------------------------------------------------------------------ degenerate / mixed frames (items 7, 8, 11)
+# ------------------------------------------------------------------------------ degenerate / mixed frames (8: 7, 8, 11)
 def test_tiny_frames_and_tiny_objects_are_refused(tmp_path):
     from ss4d.preprocess import MIN_FRAME_SIZE, MIN_OBJECT_SIZE
 

@@ -45,7 +45,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..preprocess import check_frame_size, refuse_mixed_alpha, uses_alpha
+from ..preprocess import check_frame_size, image_to_array, refuse_mixed_alpha, uses_alpha
 
 __all__ = ["FrameSelection", "VideoFrames", "read_frames", "list_frame_files", "natural_key",
            "VIDEO_EXTENSIONS", "GIF_EXTENSIONS", "IMAGE_EXTENSIONS", "DEFAULT_MAX_FRAMES", "FOLDER_FPS",
@@ -187,7 +187,8 @@ def _wanted_indices(selection: FrameSelection, step: float) -> Iterator[int]:
         k += 1
 
 
-def _select(stream: Iterator[np.ndarray], selection: FrameSelection, step: float) -> Tuple[List[np.ndarray], List[int], bool, int]:
+def _select(stream: Iterator[np.ndarray], selection: FrameSelection,
+            step: float) -> Tuple[List[np.ndarray], List[int], bool, int]:
     """Consume ``stream`` (source frames in order) and keep the selected ones.
 
     Returns (frames, source indices, more_available, source frames seen)."""
@@ -418,20 +419,6 @@ def _read_gif(path: str, selection: FrameSelection) -> VideoFrames:
     return _finish(frames, indices, names, more, seen, selection, path, "gif", fps, source_fps, notes)
 
 
-def _image_to_array(im) -> np.ndarray:
-    """A Pillow frame -> uint8 RGB or RGBA array; 16/32-bit grayscale is scaled, not clipped."""
-    if im.mode.startswith("I;16") or im.mode == "I":  # Pillow opens 16-bit grayscale PNGs as I;16 / I
-        top = np.iinfo(np.uint16).max
-        gray = np.clip(np.asarray(im).astype(np.float64), 0, top)
-        gray = np.round(gray * (np.iinfo(np.uint8).max / top)).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    if im.mode == "F":
-        raise InputError(f"frame {getattr(im, 'filename', '')} holds floating-point pixels (mode F)",
-                         "save the frames as 8- or 16-bit PNGs")
-    mode = "RGBA" if ("A" in im.mode or "transparency" in im.info) else "RGB"
-    return np.asarray(im.convert(mode))
-
-
 def _read_folder(path: str, selection: FrameSelection) -> VideoFrames:
     from PIL import Image, UnidentifiedImageError
 
@@ -449,7 +436,7 @@ def _read_folder(path: str, selection: FrameSelection) -> VideoFrames:
             try:
                 with Image.open(f) as im:
                     im.load()
-                    yield _image_to_array(im)
+                    yield image_to_array(im)
             except Image.DecompressionBombError as e:
                 raise InputError(f"frame {f} is too large to read safely ({e})",
                                  "downscale the frames (SS4D works at 518x518), e.g. to at most 4096 pixels "
