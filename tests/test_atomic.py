@@ -152,3 +152,25 @@ def test_merged_directory_replaces_only_its_files(tmp_path, umask_022):
         {k: v for k, v in before.items() if k != "ckpts/a.json"}
     assert _mode(target / "pipeline.json") == 0o644
     assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_a_killed_checkpoint_writer_is_swept_by_the_next(tmp_path):
+    """SIGKILL inside trellis_ext's checkpoint save_pretrained leaves its temp folder; the next save
+    into the same folder removes it (it is named with the dead writer's pid)."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, torch, safetensors.torch as st\n"
+            "from trellis_ext.models import checkpoint\n"
+            "st.save_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "checkpoint.save_pretrained(torch.nn.Linear(2, 2), sys.argv[1], name='Linear', args={})\n")
+    p = subprocess.run([sys.executable, "-c", "import sys\n" + code, str(tmp_path / "lin")], timeout=120)
+    assert p.returncode == -9
+    left = os.listdir(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".lin.")
+    import torch
+
+    from trellis_ext.models.checkpoint import save_pretrained
+
+    save_pretrained(torch.nn.Linear(2, 2), str(tmp_path / "lin"), name="Linear", args={})
+    assert sorted(os.listdir(tmp_path)) == ["lin.json", "lin.safetensors"]

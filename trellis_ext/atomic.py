@@ -26,7 +26,7 @@ import tempfile
 from typing import IO, Iterator, Union
 
 __all__ = ["atomic_directory", "atomic_file", "merged_directory", "current_umask", "sweep_stale_temps",
-           "temp_name", "apply_umask", "TEMP_MARK"]
+           "temp_name", "temp_prefix", "apply_umask", "TEMP_MARK"]
 
 PathLike = Union[str, os.PathLike]
 DIR_MODE = 0o777   # what mkdir() asks for before the umask
@@ -67,13 +67,15 @@ def apply_umask(path: PathLike) -> None:
             os.chmod(p, (DIR_MODE if executable else FILE_MODE) & ~mask)
 
 
-def _pid_prefix(prefix: str) -> str:
+def temp_prefix(prefix: str) -> str:
+    """``prefix`` + the pid mark: give it to ``tempfile.mkdtemp``/``mkstemp``/``TemporaryDirectory``
+    (which add the 8 random characters) so :func:`sweep_stale_temps` can recognise the result."""
     return f"{prefix}{TEMP_MARK}{os.getpid()}-"
 
 
 def temp_name(prefix: str) -> str:
     """A name of the form the writers give their temporaries (for length checks and asides)."""
-    return _pid_prefix(prefix) + secrets.token_hex(RANDOM_LEN // 2)
+    return temp_prefix(prefix) + secrets.token_hex(RANDOM_LEN // 2)
 
 
 def _alive(pid: int) -> bool:
@@ -121,7 +123,7 @@ def _new_temp_dir(path: str, prefix: str) -> str:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     sweep_stale_temps(parent)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=_pid_prefix(prefix))
+    tmp = tempfile.mkdtemp(dir=parent, prefix=temp_prefix(prefix))
     os.chmod(tmp, DIR_MODE & ~current_umask())
     return tmp
 
@@ -184,7 +186,7 @@ def atomic_file(path: PathLike, mode: str = "wb", encoding: str | None = None,
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=_pid_prefix(f".{os.path.basename(path)}."), suffix=FILE_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=temp_prefix(f".{os.path.basename(path)}."), suffix=FILE_SUFFIX)
     if mode == "w":
         f = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline=newline)
     else:

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..atomic import apply_umask
+from ..atomic import apply_umask, sweep_stale_temps, temp_prefix
 from .registry import UnknownModelError, get_model_class
 
 __all__ = ["CheckpointError", "from_pretrained", "save_pretrained", "load_config",
@@ -149,7 +149,8 @@ def save_pretrained(model: nn.Module, path: str, name: Optional[str] = None,
     directory = os.path.dirname(os.path.abspath(stem))
     os.makedirs(directory, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+    sweep_stale_temps(directory)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=temp_prefix(f".{os.path.basename(stem)}.")) as tmp:
         tmp_json = os.path.join(tmp, "model.json")
         tmp_st = os.path.join(tmp, "model.safetensors")
         with open(tmp_json, "w", encoding="utf-8") as f:
