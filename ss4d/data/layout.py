@@ -30,13 +30,14 @@ import numpy as np
 __all__ = [
     "CLIPS_DIR", "CLIP_RECORD", "STEP_RECORD", "METADATA_FILE", "FRAMES_FILE", "STATS_DIR", "TMP_MARK",
     "FAILED_ASSETS_DIR", "LOCK_FILE", "FORMAT_VERSION", "sanitize", "asset_key", "make_clip_id", "failed_asset_record",
-    "current_record", "step_hash", "num_real_frames_of", "open_dataset",
+    "current_record", "step_hash", "num_real_frames_of", "open_dataset", "SHARD_INDEX", "SHARD_PATTERN",
+    "ShardMembers",
     "MESH_DIR", "VOXELS_DIR", "RENDERS_DIR", "COND_DIR", "FEATURES_DIR", "SS_LATENTS_DIR", "LATENTS_DIR",
     "METADATA_COLUMNS", "FRAMES_COLUMNS", "LATENT_SET_SEPARATOR", "STATUS_OK",
     "frame_file", "frame_dir_name", "view_file", "latent_set_name", "ss_stats_name",
     "ClipPaths", "iter_clip_records", "read_metadata", "read_latent_stats",
     "load_feature_frame", "load_ss_latent_frame", "load_slat_latent_frame", "DatasetReader", "FolderDataset",
-    "read_rgba_files",
+    "read_rgba_files", "decode_rgba",
 ]
 
 CLIPS_DIR = "clips"
@@ -182,6 +183,56 @@ class ClipPaths:
 
     def latents(self, latent_set: str) -> Path:
         return self.dir / LATENTS_DIR / latent_set
+
+
+# ------------------------------------------------------------------------------------ packed shards
+SHARD_INDEX = "index.json"          # the shard folder's index (see ss4d.data.shards)
+SHARD_PATTERN = "shard-%06d.tar"    # WebDataset tar shards: one sample per clip, key = clip id
+
+
+class ShardMembers:
+    """Names of one clip's files inside a shard: the WebDataset extensions after ``<clip_id>.``
+    (member ``<clip_id>.<name>``). Mirrors :class:`ClipPaths` for what training reads::
+
+        clip.json                       the clip's record (current sets only)
+        voxels.<t>.npz                  as voxels/<t>.npz
+        features.<set>.<t>.npz          as features/<set>/<t>.npz
+        ss_latents.<encoder>.<t>.npz    as ss_latents/<encoder>/<t>.npz
+        latents.<set>.<t>.npz           as latents/<set>/<t>.npz
+        renders.<t>.transforms.json     as renders/<t>/transforms.json; renders.<t>.<v>.png the views
+        cond.transforms.json            as cond/transforms.json; cond.<t>.png the conditioning frames
+    """
+
+    record = CLIP_RECORD
+    cond_transforms = f"{COND_DIR}.transforms.json"  # cameras.TRANSFORMS_FILE
+
+    @staticmethod
+    def voxel_frame(t: int) -> str:
+        return f"{VOXELS_DIR}.{frame_file(t)}"
+
+    @staticmethod
+    def features(feature_set: str, t: int) -> str:
+        return f"{FEATURES_DIR}.{feature_set}.{frame_file(t)}"
+
+    @staticmethod
+    def ss_latent(encoder: str, t: int) -> str:
+        return f"{SS_LATENTS_DIR}.{encoder}.{frame_file(t)}"
+
+    @staticmethod
+    def latent(latent_set: str, t: int) -> str:
+        return f"{LATENTS_DIR}.{latent_set}.{frame_file(t)}"
+
+    @staticmethod
+    def render_transforms(t: int) -> str:
+        return f"{RENDERS_DIR}.{frame_dir_name(t)}.transforms.json"
+
+    @staticmethod
+    def render_file(t: int, file: str) -> str:
+        return f"{RENDERS_DIR}.{frame_dir_name(t)}.{file}"
+
+    @staticmethod
+    def cond_file(file: str) -> str:
+        return f"{COND_DIR}.{file}"
 
 
 def iter_clip_records(root: Path) -> Iterator[dict]:
@@ -378,11 +429,16 @@ class FolderDataset(DatasetReader):
 
 def read_rgba_files(folder: Path, files: list[str]) -> np.ndarray:
     """The images ``folder/<file>`` as one RGBA uint8 array [N, H, W, 4]."""
+    return decode_rgba([folder / f for f in files])
+
+
+def decode_rgba(images: list) -> np.ndarray:
+    """Image files (paths or binary file objects) as one RGBA uint8 array [N, H, W, 4]."""
     from PIL import Image
 
     imgs = []
-    for f in files:
-        with Image.open(folder / f) as im:
+    for f in images:
+        with Image.open(f) as im:
             imgs.append(np.asarray(im.convert("RGBA")))
     return np.stack(imgs)
 
