@@ -37,6 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ss4d.errors import InputError
 from trellis_ext.atomic import atomic_directory, atomic_file
 
 from .features import AGGREGATIONS, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TOLERANCE
@@ -70,10 +71,6 @@ HASH_CHARS = 12
 
 
 # ------------------------------------------------------------------------------------ helpers
-class InputError(ValueError):
-    """Unusable command-line inputs (one-line message)."""
-
-
 def tmp_suffix() -> str:
     """``.tmp-<host>-<pid>``: unique per process even with many machines on one shared file system."""
     return f"{TMP_MARK}{sanitize(socket.gethostname())}-{os.getpid()}"
@@ -182,8 +179,8 @@ def find_assets(inputs: list[str], extensions: tuple[str, ...]) -> list[tuple[Pa
 
     def add(rel: str, q: Path) -> None:
         if rel in found and found[rel].resolve() != q.resolve():
-            raise InputError(f"two inputs have the same name {rel!r}: {found[rel]} and {q}; "
-                             f"give their common parent folder instead")
+            raise InputError(f"two inputs have the same name {rel!r}: {found[rel]} and {q}",
+                             "give their common parent folder instead")
         found[rel] = q
 
     for inp in inputs:
@@ -1014,9 +1011,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def user_error(msg: str) -> None:
+    """One line on stderr, exit status 2 (a mistake the user can fix)."""
+    print(f"ss4d-build-dataset: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def config_from_args(a: argparse.Namespace) -> BuildConfig:
-    def err(msg):
-        raise SystemExit(f"ss4d-build-dataset: error: {msg}")
+    err = user_error
 
     rank = a.rank if a.rank is not None else int(os.environ.get("RANK", 0))
     world = a.world_size if a.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
@@ -1085,12 +1087,12 @@ def main(argv: list[str] | None = None) -> int:
               f"latent stats: {sorted(stats) or 'none'}")
         return 0
     if not args.inputs:
-        raise SystemExit("ss4d-build-dataset: error: give at least one asset file or folder")
+        user_error("give at least one asset file or folder")
     exts = tuple(e if e.startswith(".") else "." + e for e in args.extensions.lower().split(",") if e)
     try:
         summary = DatasetBuilder(cfg).run(args.inputs, exts)
     except (FileNotFoundError, InputError) as exc:
-        raise SystemExit(f"ss4d-build-dataset: error: {exc}") from None
+        user_error(str(exc))
     print(format_summary(summary, cfg.output))
     return 1 if (args.strict and summary.failures) else 0
 

@@ -308,10 +308,11 @@ def test_encoders_latents_and_statistics(tmp_path, asset_copy):
     assert ds.latent_stats(f"{FEATURE}_visible__slat_enc4d_tiny") == stats
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="rank"):
-        main(["x", "-o", str(tmp_path), "--rank", "2", "--world-size", "2"])
-    with pytest.raises(SystemExit, match="unknown steps"):
-        main(["x", "-o", str(tmp_path), "--steps", "mesh,paint"])
-    with pytest.raises(SystemExit, match="input not found"):
-        main([str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--no-progress"])
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    for argv, msg in ((["x", "-o", str(tmp_path), "--rank", "2", "--world-size", "2"], "rank"),
+                      (["x", "-o", str(tmp_path), "--steps", "mesh,paint"], "unknown steps"),
+                      ([str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--no-progress"], "input not found")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1

@@ -87,13 +87,14 @@ def test_duplicate_and_non_ascii_animation_names_get_their_own_clips(tmp_path, r
     assert len(rows) == 4 and {r["animation"] for r in rows} == {"Take 001", "走る", "跑步"}
 
 
-def test_same_basename_inputs_and_colliding_assets_are_errors(tmp_path, rig_dir):
+def test_same_basename_inputs_and_colliding_assets_are_errors(tmp_path, rig_dir, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     for d in ("a", "b"):
         (tmp_path / d / "rig.glb").write_bytes((rig_dir / "rig.glb").read_bytes())
-    with pytest.raises(SystemExit, match="same name 'rig.glb'"):
+    with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "a" / "rig.glb"), str(tmp_path / "b" / "rig.glb"), "-o", str(tmp_path / "o")])
+    assert e.value.code == 2 and "same name 'rig.glb'" in capsys.readouterr().err
     assert not (tmp_path / "o" / "clips").exists() or not any((tmp_path / "o" / "clips").iterdir())
     # rig.glb and rig.gltf (or "a b.glb" and "a-b.glb") would share clips/rig__*: both fail, nothing is written
     multi_animation_asset().write(rig_dir / "rig.gltf")
