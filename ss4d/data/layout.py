@@ -265,6 +265,18 @@ def _derived_from(folder: Path, parents: dict[str, str | None]) -> str | None:
     return rec["hash"]
 
 
+def _current_sets(sets: dict, folder_of, parents_of) -> dict:
+    """The entries of ``sets`` whose folder (``folder_of(name)``) was computed from the parents
+    ``parents_of(feature set named in its step.json or None)``."""
+    kept = {}
+    for name, v in sets.items():
+        folder = folder_of(name)
+        feat = _step_record(folder).get("params", {}).get("feature_set")
+        if _derived_from(folder, parents_of(feat)) is not None:
+            kept[name] = v
+    return kept
+
+
 def current_record(root: Path, record: dict) -> dict:
     """``record`` (a clip.json) with only the outputs that are current: every step folder must carry
     the hash of the parent it was computed from (voxels/renders/cond <- mesh, features <- renders +
@@ -286,19 +298,10 @@ def current_record(root: Path, record: dict) -> dict:
         h = _derived_from(paths.features(name), {"renders": ren, "voxels": vox})
         if h is not None:
             feats[name], feat_hash[name] = v, h
-    ss = {}
-    for name, v in record.get("ss_latents", {}).items():
-        folder = paths.ss_latents(name)
-        parent = _step_record(folder).get("params", {}).get("feature_set")
-        need = {"voxels": vox} if parent is None else {"voxels": vox, "features": feat_hash.get(parent)}
-        if _derived_from(folder, need) is not None:
-            ss[name] = v
-    lat = {}
-    for name, v in record.get("latents", {}).items():
-        folder = paths.latents(name)
-        parent = _step_record(folder).get("params", {}).get("feature_set")
-        if _derived_from(folder, {"features": feat_hash.get(parent)}) is not None:
-            lat[name] = v
+    # latent sets name the feature set they came from (SLat always, SS when encoded from its voxels)
+    ss = _current_sets(record.get("ss_latents", {}), paths.ss_latents,
+                       lambda feat: {"voxels": vox} if feat is None else {"voxels": vox, "features": feat_hash.get(feat)})
+    lat = _current_sets(record.get("latents", {}), paths.latents, lambda feat: {"features": feat_hash.get(feat)})
     for key, sets in (("features", feats), ("ss_latents", ss), ("latents", lat)):
         if key in record or sets:
             rec[key] = sets

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_testkit import (MORPHING, SKINNED, SMALL, asset_copy, assets, built_dataset,  # noqa: F401 (fixtures)
-                          small_config)
+                          small_config, tiny_encoders)
 
 from ss4d.data.build import DatasetBuilder, compute_latent_stats, main
 from ss4d.data.cameras import read_transforms
@@ -260,22 +260,9 @@ def test_flags_static_and_budget(tmp_path, asset_copy):
 
 
 def test_encoders_latents_and_statistics(tmp_path, asset_copy):
-    import torch
-
-    import ss4d.models  # noqa: F401  (registers the 4D classes)
-    from ss4d.models.slat_vae_4d import SLatEncoder4D
-    from trellis_ext.models import get_model_class, save_pretrained
-
-    torch.manual_seed(0)
-    ss = get_model_class("SparseStructureEncoder")(in_channels=1, latent_channels=8, num_res_blocks=1,
-                                                   channels=[4, 8, 8], num_res_blocks_middle=1)
-    save_pretrained(ss, str(tmp_path / "ss_enc_tiny"))
-    save_pretrained(SLatEncoder4D(resolution=64, in_channels=32, model_channels=32, latent_channels=8,
-                                  num_blocks=1, num_head_channels=16), str(tmp_path / "slat_enc4d_tiny"))
     out = tmp_path / "ds"
     (asset_copy / "AnimatedMorphCube.glb").unlink()  # keep it small: one clip
-    s = DatasetBuilder(small_config(out, frames=2, views=3, ss_encoder=str(tmp_path / "ss_enc_tiny"),
-                                    slat_encoder=str(tmp_path / "slat_enc4d_tiny"))).run([str(asset_copy)])
+    s = DatasetBuilder(small_config(out, frames=2, views=3, **tiny_encoders(tmp_path))).run([str(asset_copy)])
     assert not s.failures, s.failures
     clip = out / "clips" / "RiggedFigure__0-animation_0"
     with np.load(clip / "ss_latents" / "ss_enc_tiny" / "001.npz") as z:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_testkit import asset_copy, assets, small_config  # noqa: F401 (fixtures)
+from data_testkit import asset_copy, assets, small_config, tiny_encoders  # noqa: F401 (fixtures)
 from test_data_gltf import FLOAT, rig_asset
 
 from ss4d.data.build import DatasetBuilder, clip_lock, main
@@ -179,33 +179,26 @@ def test_step_hashes_follow_weight_contents_not_paths(tmp_path, asset_copy):
 
 # ------------------------------------------------------------------------------------ 4. SS latents' voxel set
 def test_ss_latents_encode_the_voxels_the_slat_stage_sees(tmp_path, asset_copy):
-    import torch
-
     from ss4d.data.encode import encode_ss_latents, load_encoder
     from ss4d.data.layout import load_feature_frame
     from ss4d.data.voxelize import load_voxels
-    from trellis_ext.models import get_model_class, save_pretrained
 
-    torch.manual_seed(0)
-    ss = get_model_class("SparseStructureEncoder")(in_channels=1, latent_channels=8, num_res_blocks=1,
-                                                   channels=[4, 8, 8], num_res_blocks_middle=1)
-    save_pretrained(ss, str(tmp_path / "ss_enc"))
+    enc_path = tiny_encoders(tmp_path)["ss_encoder"]
     (asset_copy / "AnimatedMorphCube.glb").unlink()
     out = tmp_path / "ds"
-    s = DatasetBuilder(small_config(out, frames=2, views=2, ss_encoder=str(tmp_path / "ss_enc"))).run(
-        [str(asset_copy)])
+    s = DatasetBuilder(small_config(out, frames=2, views=2, ss_encoder=enc_path)).run([str(asset_copy)])
     assert not s.failures
     clip = out / "clips" / "RiggedFigure__0-animation_0"
     kept = [load_feature_frame(clip / "features" / FEATURE / f"{t:03d}.npz")[0] for t in range(2)]
     every = [load_voxels(clip / "voxels" / f"{t:03d}.npz")[0] for t in range(2)]
     assert sum(map(len, kept)) < sum(map(len, every))  # two views leave voxels unseen
-    enc = load_encoder(str(tmp_path / "ss_enc"))
+    enc = load_encoder(enc_path)
     want = encode_ss_latents(enc, kept, 64)
     ds = FolderDataset(out)
     for t in range(2):
-        np.testing.assert_array_equal(ds.load_ss_latent(clip.name, "ss_enc", t), want[t])
+        np.testing.assert_array_equal(ds.load_ss_latent(clip.name, "ss_enc_tiny", t), want[t])
     assert not np.allclose(encode_ss_latents(enc, every, 64), want)
-    assert ds.clip_records()[0]["ss_latents"]["ss_enc"] == {"voxel_set": f"features:{FEATURE}"}
+    assert ds.clip_records()[0]["ss_latents"]["ss_enc_tiny"] == {"voxel_set": f"features:{FEATURE}"}
 
 
 # ------------------------------------------------------------------------------------ 5. processes
