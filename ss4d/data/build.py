@@ -42,7 +42,7 @@ from trellis_ext.atomic import atomic_directory, atomic_file
 
 from .features import AGGREGATIONS, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TOLERANCE
 from .gltf_animation import TIME_MODES
-from .layout import (CLIP_RECORD, CLIPS_DIR, FAILED_ASSETS_DIR, FORMAT_VERSION, FRAMES_COLUMNS, FRAMES_FILE,
+from .layout import (CLIPS_DIR, FAILED_ASSETS_DIR, FORMAT_VERSION, FRAMES_COLUMNS, FRAMES_FILE,
                      METADATA_COLUMNS, METADATA_FILE, STATS_DIR, STATUS_OK, STEP_RECORD, TMP_MARK, ClipPaths,
                      asset_key, current_record, failed_asset_record, frame_file, iter_clip_records, latent_set_name,
                      load_feature_frame, load_slat_latent_frame, load_ss_latent_frame, make_clip_id,
@@ -398,7 +398,8 @@ class DatasetBuilder:
                       only_clips: set[str] | None = None) -> list[str]:
         """Every selected clip of one asset (``only_clips``: just those ids); returns the ids of the
         clips that finished ok. An asset that cannot be opened (or whose clip folders would collide
-        with another asset's: ``collision``) is recorded in ``failed_assets/<key>.json``."""
+        with another asset's: ``collision``) is recorded in ``failed_assets/``
+        (:func:`~ss4d.data.layout.failed_asset_record`)."""
         key = asset_key(rel)
         failed_rec = failed_asset_record(self.out, rel)
         try:

@@ -111,3 +111,28 @@ def full_dataset(tmp_path_factory, full_inputs):
         s = DatasetBuilder(full_config(out, full_inputs["encoders"])).run([str(full_inputs["assets"])])
     assert not s.failures and s.clips_ok == len(FULL_ASSETS), s.failures
     return out
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone). Linux /proc."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def children_running(parent: int, needle: str) -> list[int]:
+    """Pids of the processes whose parent is ``parent`` and whose command line contains ``needle``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and needle in cmd:
+            found.append(int(d.name))
+    return found

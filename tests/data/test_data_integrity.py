@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_testkit import asset_copy, assets, small_config, tiny_encoders  # noqa: F401 (fixtures)
+from data_testkit import asset_copy, assets, process_alive, small_config, tiny_encoders  # noqa: F401 (fixtures)
 from test_data_gltf import FLOAT, rig_asset
 
 from ss4d.data.build import DatasetBuilder, clip_lock, main
@@ -210,14 +210,6 @@ exec sleep 120
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in state  # a zombie is dead
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
 def test_killed_builder_takes_its_blender_child_along(tmp_path):
     pid_file = tmp_path / "blender.pid"
@@ -241,9 +233,9 @@ def test_killed_builder_takes_its_blender_child_along(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.time() + 10
-        while _alive(child) and time.time() < deadline:
+        while process_alive(child) and time.time() < deadline:
             time.sleep(0.05)
-        alive = _alive(child)
+        alive = process_alive(child)
         if alive:
             os.kill(child, signal.SIGKILL)
         assert not alive, "the renderer outlived the SIGKILLed builder"
