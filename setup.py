@@ -20,9 +20,12 @@ EXTRAS = {
     "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging"],
     "dev": ["pytest>=7", "pytest-timeout"],
     "pipeline": ["transformers>=4.48", "accelerate>=0.30"],
-    # data toolkit (ss4d-build-dataset): DINOv2-with-registers lives in transformers>=4.48. Blender
+    # data toolkit (ss4d-build-dataset): DINOv2-with-registers lives in transformers>=4.48; webdataset
+    # writes and streams the packed shards (ss4d-pack-dataset). Blender
     # (bpy==5.0.1, numpy<2, cp311) cannot share this environment: `make setup-blender`.
-    "data": ["transformers>=4.48"],
+    "data": ["transformers>=4.48", "webdataset>=0.2.86"],
+    # `ss4d-build-dataset --executor ray` (a Ray cluster of many GPU machines; docs/data.md)
+    "ray": ["ray>=2.9"],
 }
 
 setup(
@@ -36,6 +39,7 @@ setup(
     install_requires=["torch>=2.1"] + CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
-                                    "ss4d-build-dataset = ss4d.data.build:main"]},
+                                    "ss4d-build-dataset = ss4d.data.build:main",
+                                    "ss4d-pack-dataset = ss4d.data.shards:main"]},
     license="MIT",
 )

@@ -123,24 +123,34 @@ def _new_model(config_kwargs: dict, seed: int | None = None) -> nn.Module:
             torch.random.set_rng_state(state)
 
 
+def dinov2_name(source: str | Path) -> str:
+    """The name :func:`load_dinov2` gives the encoder of ``source``, without loading any weights."""
+    src = str(source)
+    if src == TINY_RANDOM_NAME:
+        return "dinov2_tiny_random"
+    if src == FULL_RANDOM_NAME:
+        return f"{DINOV2_NAME}_random"
+    return DINOV2_NAME
+
+
 def load_dinov2(source: str | Path = TINY_RANDOM_NAME, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32, seed: int = 0) -> DINOv2Encoder:
     """Load the DINOv2-reg encoder from ``source`` (see module docstring). Never downloads."""
-    src = str(source)
+    src, name = str(source), dinov2_name(source)
     if src == TINY_RANDOM_NAME:
-        enc = DINOv2Encoder(_new_model(TINY_RANDOM, seed), "dinov2_tiny_random")
+        enc = DINOv2Encoder(_new_model(TINY_RANDOM, seed), name)
     elif src == FULL_RANDOM_NAME:
-        enc = DINOv2Encoder(_new_model(VITL14_REG, seed), f"{DINOV2_NAME}_random")
+        enc = DINOv2Encoder(_new_model(VITL14_REG, seed), name)
     else:
         path = Path(src)
         if path.is_dir() and (path / "config.json").is_file():
             from transformers import Dinov2WithRegistersModel
 
             model = Dinov2WithRegistersModel.from_pretrained(str(path), local_files_only=True)
-            enc = DINOv2Encoder(model, DINOV2_NAME)
+            enc = DINOv2Encoder(model, name)
         else:
             ckpt = _find_checkpoint(path)
-            enc = DINOv2Encoder(_model_from_hub_state_dict(_read_state_dict(ckpt)), DINOV2_NAME)
+            enc = DINOv2Encoder(_model_from_hub_state_dict(_read_state_dict(ckpt)), name)
     return enc.to(device=device, dtype=dtype).eval()
 
 

@@ -25,26 +25,28 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ss4d.errors import InputError
 from trellis_ext.atomic import atomic_directory, atomic_file
 
 from .features import AGGREGATIONS, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TOLERANCE
 from .gltf_animation import TIME_MODES
-from .layout import (CLIP_RECORD, CLIPS_DIR, FRAMES_COLUMNS, FRAMES_FILE, METADATA_COLUMNS, METADATA_FILE,
-                     STATS_DIR, STATUS_OK, STEP_RECORD, TMP_MARK, ClipPaths, frame_file,
-                     iter_clip_records, latent_set_name, load_feature_frame, load_slat_latent_frame,
-                     load_ss_latent_frame, ss_stats_name)
+from .layout import (CLIPS_DIR, FAILED_ASSETS_DIR, FORMAT_VERSION, FRAMES_COLUMNS, FRAMES_FILE,
+                     METADATA_COLUMNS, METADATA_FILE, STATS_DIR, STATUS_OK, STEP_RECORD, TMP_MARK, ClipPaths,
+                     asset_key, current_record, failed_asset_record, frame_file, iter_clip_records, latent_set_name,
+                     load_feature_frame, load_slat_latent_frame, load_ss_latent_frame, make_clip_id,
+                     num_real_frames_of, sanitize, ss_stats_name)
 from .render import RenderSettings
 from .voxelize import DEFAULT_RESOLUTION
 
@@ -54,12 +56,18 @@ NATIVE_EXTENSIONS = (".glb", ".gltf")
 BLENDER_EXTENSIONS = (".fbx", ".blend", ".abc", ".usd", ".usda", ".usdc", ".usdz")
 DEFAULT_EXTENSIONS = NATIVE_EXTENSIONS + (".fbx", ".blend")
 STEPS = ("mesh", "voxelize", "render", "cond", "features", "ss_latent", "latent")
+CPU_STEPS = ("mesh", "voxelize")  # the rest use the GPU when there is one (rendering, DINOv2, encoders)
+LOOP_IF_CYCLIC = "loop-if-cyclic"  # --time-mode: loop cyclic clips, clamp the others
+BUILD_TIME_MODES = TIME_MODES + (LOOP_IF_CYCLIC,)
+EXECUTORS = ("local", "ray")
+FEATURE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+STATUS_FAILED = "failed"
+SHORT_CLIP = "short_clip"  # informational flag: fewer real frames than --frames (does not set `flagged`)
 DEFAULT_FRAMES = 36  # frames per clip (SS4D trains on the first 36 frames)
 DEFAULT_FPS = 24.0
 DEFAULT_STATIC_IOU = 0.95  # clip flagged low-motion if every frame's voxel IoU with frame 0 >= this
 DEFAULT_MAX_VOXELS = 32768  # clip flagged over budget if any frame has more voxels (SLat training filter)
 HASH_CHARS = 12
-ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -68,20 +76,53 @@ def tmp_suffix() -> str:
     return f"{TMP_MARK}{sanitize(socket.gethostname())}-{os.getpid()}"
 
 
-def sanitize(name: str) -> str:
-    return ID_SAFE.sub("-", name).strip("-.") or "x"
-
-
 def params_hash(params: dict) -> str:
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:HASH_CHARS]
+    """Hash of a step's parameters and the format/code version (:data:`~ss4d.data.layout.FORMAT_VERSION`)."""
+    data = json.dumps({"format": FORMAT_VERSION, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha1(data.encode()).hexdigest()[:HASH_CHARS]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: Path, h=None) -> str:
+    h = h or hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def weights_digest(source: str) -> str:
+    """Content hash of model weights (so a step hash changes with the weights, not with their path):
+    every file of a folder (sorted, names included), a single file, or a checkpoint stem's
+    ``<stem>.json`` + ``<stem>.safetensors``. A source that is no file (``tiny-random``) is its name."""
+    p = Path(source)
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else \
+        [p] if p.is_file() else [q for q in (Path(f"{source}.json"), Path(f"{source}.safetensors")) if q.is_file()]
+    if not files:
+        return str(source)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        file_sha256(f, h)
+    return h.hexdigest()[:2 * HASH_CHARS]
+
+
+@contextlib.contextmanager
+def clip_lock(path: Path) -> Iterator[bool]:
+    """Try to take the clip's lock file (POSIX record lock: works across machines on NFS). Yields
+    False at once when another process holds it (an overlapping run working on the same clip)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -120,7 +161,8 @@ def step_writer(final: Path, params: dict, info: dict | None = None) -> Iterator
 
 
 def remove_stale_tmp(folder: Path) -> None:
-    """Delete leftovers of interrupted steps (``*.tmp-*``) anywhere under a clip folder."""
+    """Delete leftovers of interrupted steps (``*.tmp-*``) anywhere under a clip folder. Called only
+    while holding the clip's lock, so no live process is writing them."""
     if not folder.exists():
         return
     for p in sorted(folder.rglob(f"*{TMP_MARK}*"), key=lambda q: -len(q.parts)):
@@ -131,19 +173,38 @@ def remove_stale_tmp(folder: Path) -> None:
 
 
 def find_assets(inputs: list[str], extensions: tuple[str, ...]) -> list[tuple[Path, str]]:
-    """(path, relative name) of every asset under the inputs, sorted by relative name."""
+    """(path, relative name) of every asset under the inputs, sorted by relative name. Two different
+    files with one relative name (``a/Fox.glb`` and ``b/Fox.glb`` given together) are an :class:`InputError`."""
     found = {}
+
+    def add(rel: str, q: Path) -> None:
+        if rel in found and found[rel].resolve() != q.resolve():
+            raise InputError(f"two inputs have the same name {rel!r}: {found[rel]} and {q}",
+                             "give their common parent folder instead")
+        found[rel] = q
+
     for inp in inputs:
         p = Path(inp)
         if p.is_file():
-            found[p.name] = p
+            add(p.name, p)
         elif p.is_dir():
             for q in sorted(p.rglob("*")):
                 if q.is_file() and q.suffix.lower() in extensions:
-                    found[str(q.relative_to(p))] = q
+                    add(str(q.relative_to(p)), q)
         else:
             raise FileNotFoundError(f"input not found: {inp}")
     return [(found[k], k) for k in sorted(found)]
+
+
+def key_collisions(assets: list[tuple[Path, str]]) -> dict[str, str]:
+    """{relative name: error} for assets whose clip ids would share folders (same :func:`asset_key`,
+    e.g. ``Fox.glb`` and ``Fox.gltf``, or ``a b.glb`` and ``a-b.glb``). Checked over all assets, before
+    sharding, so every rank agrees."""
+    by_key: dict[str, list[str]] = {}
+    for _, rel in assets:
+        by_key.setdefault(asset_key(rel), []).append(rel)
+    return {rel: f"clip folders collide: {', '.join(rels)} all map to clips/{key}__*; rename all but one"
+            for key, rels in by_key.items() if len(rels) > 1 for rel in rels}
 
 
 # ------------------------------------------------------------------------------------ config
@@ -168,11 +229,18 @@ class BuildConfig:
     static_iou: float = DEFAULT_STATIC_IOU
     max_voxels: int = DEFAULT_MAX_VOXELS
     skip_flagged: bool = False
+    feature_dtype: str = "auto"
     steps: tuple[str, ...] = STEPS
     rank: int = 0
     world_size: int = 1
     overwrite: bool = False
     progress: bool = True
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_gpus_per_task: float | None = None  # None: 1 when the Ray cluster has GPUs, else 0
+    ray_cpus_per_task: float = 1.0
+    ray_retries: int = 3
 
 
 @dataclass
@@ -191,6 +259,7 @@ class RunSummary:
     clips_total: int = 0
     clips_ok: int = 0
     clips_flagged: int = 0
+    clips_busy: list = field(default_factory=list)
     frames: int = 0
     steps_run: dict = field(default_factory=dict)
     steps_skipped: dict = field(default_factory=dict)
@@ -228,6 +297,7 @@ class DatasetBuilder:
         self._ss_enc = None
         self._slat_enc = None
         self._device = None
+        self._digests: dict[str, str] = {}
 
     # ---------------------------------------------------------------- lazy resources
     @property
@@ -248,18 +318,37 @@ class DatasetBuilder:
             self.cfg.render.torch_device = self.device
         return self._renderer
 
+    @property
+    def feature_dtype(self) -> str:
+        """``--feature-dtype``; ``auto``: bfloat16 on CUDA, float32 elsewhere."""
+        if self.cfg.feature_dtype != "auto":
+            return self.cfg.feature_dtype
+        return "bfloat16" if self.device.startswith("cuda") else "float32"
+
     def dino(self):
+        """The DINOv2 encoder, loaded on first use only (a rerun with nothing to do never loads it)."""
         if self._dino is None:
+            import torch
+
             from ss4d.conditioning.dinov2 import load_dinov2
 
-            self._dino = load_dinov2(self.cfg.feature_model, device=self.device)
+            self._dino = load_dinov2(self.cfg.feature_model, device=self.device,
+                                     dtype=getattr(torch, self.feature_dtype))
         return self._dino
+
+    def digest(self, source: str) -> str:
+        """:func:`weights_digest`, once per run and source."""
+        if source not in self._digests:
+            self._digests[source] = weights_digest(source)
+        return self._digests[source]
 
     @property
     def feature_name(self) -> str | None:
         if not self.cfg.feature_model:
             return None
-        return f"{self.dino().name}_{self.cfg.aggregation}"
+        from ss4d.conditioning.dinov2 import dinov2_name
+
+        return f"{dinov2_name(self.cfg.feature_model)}_{self.cfg.aggregation}"
 
     def ss_encoder(self):
         if self._ss_enc is None:
@@ -277,32 +366,63 @@ class DatasetBuilder:
 
     # ---------------------------------------------------------------- run
     def run(self, inputs: list[str], extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> RunSummary:
+        """Build this rank's share of the assets under ``inputs`` (in this process, or as Ray tasks
+        with ``executor="ray"``), then rewrite the tables (and the statistics on a single rank)."""
         t0 = time.time()
         cfg = self.cfg
         (self.out / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
         assets = find_assets(inputs, extensions)
-        mine = [a for i, a in enumerate(assets) if i % cfg.world_size == cfg.rank]
+        collisions = key_collisions(assets)
+        mine = [(path, rel, collisions.get(rel)) for i, (path, rel) in enumerate(assets)
+                if i % cfg.world_size == cfg.rank]
         self.summary.assets = len(mine)
         self._notes()
-        bar = _progress(mine, cfg.progress, desc=f"rank {cfg.rank}/{cfg.world_size}")
-        for path, rel in bar:
-            try:
-                clips = self._select_clips(path)
-            except Exception as exc:  # corrupt / unsupported asset: report and continue
-                self._fail(rel, None, "open", exc)
-                continue
-            for clip in clips:
-                self.summary.clips_total += 1
-                clip_id = sanitize(str(Path(rel).with_suffix(""))) + "__" + sanitize(clip.name)
+        if cfg.executor == "ray":
+            from .ray_executor import run_on_ray
+
+            self.summary = run_on_ray(cfg, mine, self.summary)
+        else:
+            bar = _progress(mine, cfg.progress, desc=f"rank {cfg.rank}/{cfg.world_size}")
+            for path, rel, collision in bar:
                 if hasattr(bar, "set_postfix_str"):
-                    bar.set_postfix_str(clip_id[:40])
-                self._process_clip(path, rel, clip, clip_id)
+                    bar.set_postfix_str(rel[:40])
+                self.process_asset(path, rel, collision)
         self.summary.seconds = time.time() - t0
         write_metadata(self.out)
         if cfg.world_size == 1:
             compute_latent_stats(self.out)
         write_json_atomic(self.out / f"summary_rank{cfg.rank}.json", self.summary.as_dict())
         return self.summary
+
+    def process_asset(self, path: Path, rel: str, collision: str | None = None,
+                      only_clips: set[str] | None = None) -> list[str]:
+        """Every selected clip of one asset (``only_clips``: just those ids); returns the ids of the
+        clips that finished ok. An asset that cannot be opened (or whose clip folders would collide
+        with another asset's: ``collision``) is recorded in ``failed_assets/``
+        (:func:`~ss4d.data.layout.failed_asset_record`)."""
+        key = asset_key(rel)
+        failed_rec = failed_asset_record(self.out, rel)
+        try:
+            if collision:
+                raise ValueError(collision)
+            sha = file_sha256(path)
+            clips = self._select_clips(path)
+        except Exception as exc:  # corrupt / unsupported asset: report and continue
+            msg = self._fail(rel, None, "open", exc)
+            write_json_atomic(failed_rec, {"asset_key": key, "source": rel, "status": STATUS_FAILED,
+                                           "error": f"[open] {msg}"})
+            return []
+        if failed_rec.is_file():  # written by an earlier run of this builder; the asset opens now
+            failed_rec.unlink()
+        done = []
+        for clip in clips:
+            clip_id = make_clip_id(key, clip.index, clip.name)
+            if only_clips is not None and clip_id not in only_clips:
+                continue
+            self.summary.clips_total += 1
+            if self._process_clip(path, rel, sha, clip, clip_id):
+                done.append(clip_id)
+        return done
 
     def _notes(self) -> None:
         cfg, notes = self.cfg, self.summary.notes
@@ -317,11 +437,12 @@ class DatasetBuilder:
         for n in notes:
             log.info(n)
 
-    def _fail(self, rel: str, clip_id: str | None, step: str, exc: BaseException) -> None:
+    def _fail(self, rel: str, clip_id: str | None, step: str, exc: BaseException) -> str:
         msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
         self.summary.failures.append(asdict(Failure(rel, clip_id, step, msg)))
         log.warning("FAILED %s%s [%s]: %s", rel, f" ({clip_id})" if clip_id else "", step, msg)
         log.debug("%s", traceback.format_exc())
+        return msg
 
     def _select_clips(self, path: Path):
         from .gltf_animation import ClipInfo, list_clips
@@ -353,18 +474,28 @@ class DatasetBuilder:
         return path.suffix.lower() not in NATIVE_EXTENSIONS
 
     # ---------------------------------------------------------------- per clip
-    def _process_clip(self, path: Path, rel: str, clip, clip_id: str) -> None:
-        cfg = self.cfg
-        cdir = self.out / CLIPS_DIR / clip_id
-        cdir.mkdir(parents=True, exist_ok=True)
+    def _process_clip(self, path: Path, rel: str, sha: str, clip, clip_id: str) -> bool:
+        """All steps of one clip under its lock; True when it finished ok. A clip another process
+        holds (an overlapping run) is left alone and listed in ``clips_busy``."""
+        paths = ClipPaths(self.out, clip_id)
+        with clip_lock(paths.lock) as locked:
+            if not locked:
+                self.summary.clips_busy.append(clip_id)
+                log.warning("%s is being built by another process; left to it", clip_id)
+                return False
+            return self._process_locked_clip(path, rel, sha, clip, paths)
+
+    def _process_locked_clip(self, path: Path, rel: str, sha: str, clip, paths: ClipPaths) -> bool:
+        cfg, clip_id, cdir = self.cfg, paths.clip_id, paths.dir
         remove_stale_tmp(cdir)
-        rec_path = cdir / CLIP_RECORD
+        rec_path = paths.record
         record = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
-        record.update({"clip_id": clip_id, "source": rel, "animation": clip.name,
-                       "animation_index": clip.index, "clip_start": clip.start, "clip_duration": clip.duration})
+        record.update({"clip_id": clip_id, "asset_key": asset_key(rel), "source": rel, "animation": clip.name,
+                       "animation_index": clip.index, "clip_start": clip.start, "clip_duration": clip.duration,
+                       "sha256": sha})
         step = "mesh"
+        ok = False
         try:
-            record["sha256"] = file_sha256(path)
             ctx = _ClipContext(self, path, clip, cdir, record)
             for step in STEPS:  # steps not in --steps only check their outputs (dependents need them)
                 t0 = time.time()
@@ -376,6 +507,7 @@ class DatasetBuilder:
                     log.info("%s flagged (%s); later steps skipped", clip_id, ", ".join(record["flags"]))
                     break
             record["status"] = STATUS_OK
+            ok = True
             record.pop("error", None)
             self.summary.clips_ok += 1
             self.summary.clips_flagged += bool(record.get("flagged"))
@@ -384,10 +516,10 @@ class DatasetBuilder:
             if self.feature_name and self.feature_name in record.get("features", {}):
                 self.summary.tokens_per_frame += record["features"][self.feature_name]["tokens_per_frame"]
         except Exception as exc:
-            record["status"] = "failed"
-            record["error"] = f"[{step}] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            self._fail(rel, clip_id, step, exc)
+            record["status"] = STATUS_FAILED
+            record["error"] = f"[{step}] {self._fail(rel, clip_id, step, exc)}"
         write_json_atomic(rec_path, record)
+        return ok
 
     def count(self, step: str, ran: bool) -> None:
         d = self.summary.steps_run if ran else self.summary.steps_skipped
@@ -433,32 +565,61 @@ class _ClipContext:
             self._seq = load_mesh_sequence(self.paths.mesh)
         return self._seq
 
+    def _load_poses(self, blender: bool, times: np.ndarray):
+        """Un-normalised MeshSequence of the clip at ``times`` (native glTF loader or Blender)."""
+        from .gltf_animation import load_animated_mesh
+
+        if blender:
+            return _blender_extract(self.path, None if self.clip.index is None else self.clip.name, times, self.cdir)
+        return load_animated_mesh(self.path, self.clip.index, times, normalize=False)
+
+    def _sample_clip(self, blender: bool):
+        """(un-normalised MeshSequence of the frames, time mode used, cyclic): ``cyclic`` when the
+        clip's first and last poses match; ``loop-if-cyclic`` then loops, else clamps."""
+        from dataclasses import replace
+
+        from .gltf_animation import sample_times
+        from .mesh import poses_match
+
+        cfg, clip = self.cfg, self.clip
+        ends = np.array([clip.start, clip.end], np.float64)
+        if cfg.time_mode == LOOP_IF_CYCLIC:
+            pair = self._load_poses(blender, ends).vertices
+            cyclic = clip.duration > 0 and poses_match(pair[0], pair[1])
+            mode = "loop" if cyclic else "clamp"
+            return self._load_poses(blender, sample_times(clip, cfg.frames, cfg.fps, mode)), mode, cyclic
+        mode = cfg.time_mode
+        both = self._load_poses(blender, np.concatenate([sample_times(clip, cfg.frames, cfg.fps, mode), ends]))
+        cyclic = clip.duration > 0 and poses_match(both.vertices[-2], both.vertices[-1])
+        return replace(both, vertices=both.vertices[:-2], times=both.times[:-2]), mode, cyclic
+
     def step_mesh(self) -> None:
-        from .gltf_animation import load_animated_mesh, sample_times
+        from .gltf_animation import count_real_frames
         from .mesh import normalize_clip, save_mesh_sequence
 
-        cfg = self.cfg
-        times = sample_times(self.clip, cfg.frames, cfg.fps, cfg.time_mode)
+        cfg, clip = self.cfg, self.clip
         blender = self.b._use_blender_mesh(self.path)
-        params = {"sha256": self.record["sha256"], "animation": self.clip.name, "frames": cfg.frames,
-                  "fps": cfg.fps, "time_mode": cfg.time_mode, "mesh_source": "blender" if blender else "native"}
+        params = {"sha256": self.record["sha256"], "animation": clip.name, "animation_index": clip.index,
+                  "clip_start": clip.start, "clip_end": clip.end, "frames": cfg.frames, "fps": cfg.fps,
+                  "time_mode": cfg.time_mode, "mesh_source": "blender" if blender else "native"}
         folder = self.paths.mesh
         if self._run("mesh", folder, params):
-            if blender:
-                seq = _blender_extract(self.path, None if self.clip.index is None else self.clip.name, times,
-                                       self.cdir)
-            else:
-                seq = load_animated_mesh(self.path, self.clip.index, times, normalize=False)
+            seq, mode, cyclic = self._sample_clip(blender)
             seq = normalize_clip(seq)
-            with step_writer(folder, params, {"vertices": seq.num_vertices, "faces": len(seq.faces)}) as tmp:
+            info = {"vertices": seq.num_vertices, "faces": len(seq.faces), "time_mode_used": mode, "cyclic": cyclic,
+                    "num_real_frames": count_real_frames(clip, cfg.frames, cfg.fps, mode, cyclic)}
+            with step_writer(folder, params, info) as tmp:
                 save_mesh_sequence(seq, tmp)
             self._seq = seq
         if "mesh" in self.missing:
             return
         s = self.seq
-        self.record.update({"num_frames": s.num_frames, "fps": cfg.fps, "time_mode": cfg.time_mode,
-                            "times": [float(t) for t in s.times], "mesh_vertices": s.num_vertices,
-                            "mesh_faces": int(len(s.faces)), "normalization": s.normalization})
+        info = json.loads((folder / STEP_RECORD).read_text())["info"]
+        self.record.update({"num_frames": s.num_frames, "num_real_frames": int(info["num_real_frames"]),
+                            "fps": cfg.fps, "time_mode": cfg.time_mode, "time_mode_used": info["time_mode_used"],
+                            "cyclic": bool(info["cyclic"]), "times": [float(t) for t in s.times],
+                            "mesh_vertices": s.num_vertices, "mesh_faces": int(len(s.faces)),
+                            "normalization": s.normalization})
 
     # ---------------------------------------------------------------- voxels
     def step_voxelize(self) -> None:
@@ -485,10 +646,13 @@ class _ClipContext:
             flags.append("low_motion")
         if max(counts) > cfg.max_voxels:
             flags.append("over_budget")
+        flagged = bool(flags)
+        if num_real_frames_of(self.record) < self.record["num_frames"]:
+            flags.append(SHORT_CLIP)  # informational: the frames past the end are marked, not dropped
         self.record.update({"voxel_resolution": res, "voxels_per_frame": counts,
                             "num_voxels_mean": float(np.mean(counts)), "num_voxels_max": max(counts),
                             "motion_iou_min": float(min(ious)) if ious else 1.0, "flags": flags,
-                            "flagged": bool(flags), "voxelized": True})
+                            "flagged": flagged, "voxelized": True})
 
     # ---------------------------------------------------------------- renders
     def _render_params(self) -> dict:
@@ -554,17 +718,24 @@ class _ClipContext:
         cfg, b = self.cfg, self.b
         name = b.feature_name
         params = {"renders": self.hashes.get("render"), "voxels": self.hashes.get("voxelize"),
-                  "model": cfg.feature_model, "aggregation": cfg.aggregation,
+                  "model": b.digest(cfg.feature_model), "dtype": b.feature_dtype, "aggregation": cfg.aggregation,
                   "tolerance": cfg.visibility_tolerance}
         folder = self.paths.features(name)
         tokens = []
         if self._run("features", folder, params):
             self._need("render", "voxelize")
             enc = b.dino()
-            with step_writer(folder, params) as tmp:
-                for t in range(self.record["num_frames"]):
-                    rgba, depth, cams = load_frame_renders(self.paths.render_frame(t))
-                    idx, res = load_voxels(self.paths.voxel_frame(t))
+
+            def read(t: int):
+                return load_frame_renders(self.paths.render_frame(t)), load_voxels(self.paths.voxel_frame(t))
+
+            n = self.record["num_frames"]
+            with step_writer(folder, params) as tmp, ThreadPoolExecutor(1) as io:
+                nxt = io.submit(read, 0)
+                for t in range(n):  # the next frame is read and decoded while the model runs on this one
+                    (rgba, depth, cams), (idx, res) = nxt.result()
+                    if t + 1 < n:
+                        nxt = io.submit(read, t + 1)
                     maps = extract_patch_maps(enc, images_to_tensor(rgba), cfg.feature_batch)
                     vf = aggregate_features(idx, res, maps, cams, depth, cfg.aggregation, cfg.visibility_tolerance)
                     if len(vf.indices) == 0:
@@ -583,25 +754,37 @@ class _ClipContext:
                                                         "tokens_per_frame": tokens,
                                                         "tokens_mean": float(np.mean(tokens))}
 
+    def _ss_voxel_set(self, feature_set: str | None) -> list[np.ndarray]:
+        """Per-frame voxel indices the SS latents encode: the voxels kept by ``feature_set`` (seen by a
+        view, SS4D §4.3) when there is one, else every surface voxel."""
+        from .voxelize import load_voxels
+
+        n = self.record["num_frames"]
+        if feature_set:
+            return [load_feature_frame(self.paths.features(feature_set) / frame_file(t))[0] for t in range(n)]
+        return [load_voxels(self.paths.voxel_frame(t))[0] for t in range(n)]
+
     # ---------------------------------------------------------------- latents
     def step_ss_latent(self) -> None:
         if not self.cfg.ss_encoder:
             return
         from .encode import encode_ss_latents, encoder_name
-        from .voxelize import load_voxels
 
         name = encoder_name(self.cfg.ss_encoder)
-        params = {"voxels": self.hashes.get("voxelize"), "encoder": str(self.cfg.ss_encoder)}
+        feat = self.b.feature_name if "features" not in self.missing else None
+        params = {"voxels": self.hashes.get("voxelize"), "encoder": self.b.digest(self.cfg.ss_encoder)}
+        if feat:  # the SS stage learns exactly the voxels the SLat stage gets (those seen by a view)
+            params.update(features=self.hashes.get("features"), feature_set=feat)
         folder = self.paths.ss_latents(name)
         if self._run("ss_latent", folder, params):
             self._need("voxelize")
-            vox = [load_voxels(self.paths.voxel_frame(t))[0] for t in range(self.record["num_frames"])]
+            vox = self._ss_voxel_set(feat)
             z = encode_ss_latents(self.b.ss_encoder(), vox, self.cfg.voxel_resolution)
             with step_writer(folder, params) as tmp:
                 for t in range(len(z)):
                     np.savez_compressed(tmp / frame_file(t), mean=z[t].astype(np.float32))
         if "ss_latent" not in self.missing:
-            self.record.setdefault("ss_latents", {})[name] = True
+            self.record.setdefault("ss_latents", {})[name] = {"voxel_set": f"features:{feat}" if feat else "all"}
 
     def step_latent(self) -> None:
         if not (self.cfg.slat_encoder and self.cfg.feature_model):
@@ -612,7 +795,8 @@ class _ClipContext:
         res = self.cfg.voxel_resolution
         feat = self.b.feature_name
         name = latent_set_name(feat, encoder_name(self.cfg.slat_encoder))
-        params = {"features": self.hashes.get("features"), "encoder": str(self.cfg.slat_encoder)}
+        params = {"features": self.hashes.get("features"), "feature_set": feat,
+                  "encoder": self.b.digest(self.cfg.slat_encoder)}
         folder = self.paths.latents(name)
         if self._run("latent", folder, params):
             self._need("features")
@@ -658,9 +842,11 @@ def _blender_extract(path: Path, clip_name: str | None, times: np.ndarray, work_
 
 # ------------------------------------------------------------------------------------ tables + stats
 def write_metadata(out: Path) -> tuple[int, int]:
-    """Rebuild ``metadata.csv`` (one row per clip) and ``frames.csv`` (one row per frame)."""
+    """Rebuild ``metadata.csv`` (one row per clip, plus one per asset that failed to open) and
+    ``frames.csv`` (one row per frame). Only current derived sets are advertised
+    (:func:`~ss4d.data.layout.current_record`)."""
     out = Path(out)
-    records = list(iter_clip_records(out))
+    records = [current_record(out, r) for r in iter_clip_records(out)]
     dyn = sorted({f"feature_{k}" for r in records for k in r.get("features", {})}
                  | {f"ss_latent_{k}" for r in records for k in r.get("ss_latents", {})}
                  | {f"latent_{k}" for r in records for k in r.get("latents", {})})
@@ -681,8 +867,14 @@ def write_metadata(out: Path) -> tuple[int, int]:
             for t in range(int(r.get("num_frames", 0))):
                 frame_rows.append({"sha256": f"{r['clip_id']}_{t:03d}", "clip_id": r["clip_id"], "frame": t,
                                    "time": r["times"][t] if t < len(r.get("times", [])) else "",
+                                   "past_end": t >= r["num_real_frames"],
                                    "num_voxels": r.get("voxels_per_frame", [""] * (t + 1))[t],
                                    "flagged": r.get("flagged", False)})
+    for f in sorted((out / FAILED_ASSETS_DIR).glob("*.json")):  # assets that could not be opened
+        try:
+            rows.append(json.loads(f.read_text()))
+        except (json.JSONDecodeError, OSError):
+            continue
     _write_csv(out / METADATA_FILE, cols, rows)
     _write_csv(out / FRAMES_FILE, FRAMES_COLUMNS, frame_rows)
     return len(rows), len(frame_rows)
@@ -703,6 +895,7 @@ def compute_latent_stats(out: Path, include_flagged: bool = False) -> dict[str, 
     out = Path(out)
     acc: dict[str, LatentStats] = {}
     for r in iter_clip_records(out):
+        r = current_record(out, r)
         if r.get("status") != STATUS_OK or (r.get("flagged") and not include_flagged):
             continue
         paths = ClipPaths(out, r["clip_id"])
@@ -745,9 +938,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames per clip (default {DEFAULT_FRAMES}, as SS4D)")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS,
                    help=f"sampling rate in frames per second (default {DEFAULT_FPS:g})")
-    g.add_argument("--time-mode", choices=TIME_MODES, default="clamp",
-                   help="clamp: hold the last pose past the clip end; loop: wrap; stretch: spread --frames over "
-                        "the whole clip (ignores --fps)")
+    g.add_argument("--time-mode", choices=BUILD_TIME_MODES, default="clamp",
+                   help="clamp: hold the last pose past the clip end; loop: wrap; loop-if-cyclic: loop clips whose "
+                        "first and last poses match, clamp the others; stretch: spread --frames over the whole clip "
+                        "(ignores --fps). Frames past the clip's end are marked (num_real_frames, past_end)")
     g.add_argument("--animations", default="first", help="first | all | comma-separated animation names")
     g.add_argument("--mesh-source", choices=("auto", "native", "blender"), default="auto",
                    help="auto: glTF/GLB with the numpy loader, other formats through Blender")
@@ -781,6 +975,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="visible: average only views that see the voxel (SS4D); mean: all views (TRELLIS)")
     g.add_argument("--visibility-tolerance", type=float, default=DEFAULT_VISIBILITY_TOLERANCE,
                    help="depth-test slack in voxel diagonals")
+    g.add_argument("--feature-dtype", choices=FEATURE_DTYPES, default="auto",
+                   help="DINOv2 precision (auto: bfloat16 on CUDA, float32 on CPU)")
     g.add_argument("--feature-batch", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"views per DINOv2 batch (default {DEFAULT_BATCH_SIZE})")
     g.add_argument("--ss-encoder", default=None, help="SS VAE encoder checkpoint stem (<path>.json/.safetensors)")
@@ -797,6 +993,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
     g.add_argument("--rank", type=int, default=None, help="this process's shard (default $RANK or 0)")
     g.add_argument("--world-size", type=int, default=None, help="number of shards (default $WORLD_SIZE or 1)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: this process; ray: one task per asset and stage on a Ray cluster (pip install "
+                        "'.[ray]'; CPU steps mesh/voxelize, then GPU steps render..latent)")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster on this machine)")
+    g.add_argument("--ray-gpus-per-task", type=float, default=None,
+                   help="GPUs per rendering/feature task (default: 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--ray-cpus-per-task", type=float, default=1.0, help="CPUs per task (default 1)")
+    g.add_argument("--ray-retries", type=int, default=3,
+                   help="retries of a task whose worker died (node lost, out of memory); default 3")
     g.add_argument("--overwrite", action="store_true", help="redo finished steps")
     g.add_argument("--merge-only", action="store_true",
                    help="only rebuild metadata.csv / frames.csv and latent statistics from finished clips")
@@ -806,9 +1012,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def user_error(msg: str) -> None:
+    """One line on stderr, exit status 2 (a mistake the user can fix)."""
+    print(f"ss4d-build-dataset: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def config_from_args(a: argparse.Namespace) -> BuildConfig:
-    def err(msg):
-        raise SystemExit(f"ss4d-build-dataset: error: {msg}")
+    err = user_error
 
     rank = a.rank if a.rank is not None else int(os.environ.get("RANK", 0))
     world = a.world_size if a.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
@@ -834,8 +1045,10 @@ def config_from_args(a: argparse.Namespace) -> BuildConfig:
                        aggregation=a.aggregation, visibility_tolerance=a.visibility_tolerance,
                        feature_batch=a.feature_batch, ss_encoder=a.ss_encoder, slat_encoder=a.slat_encoder,
                        device=a.device, static_iou=a.static_iou, max_voxels=a.max_voxels,
-                       skip_flagged=a.skip_flagged, steps=steps, rank=rank, world_size=world,
-                       overwrite=a.overwrite, progress=not a.no_progress)
+                       skip_flagged=a.skip_flagged, feature_dtype=a.feature_dtype, steps=steps, rank=rank,
+                       world_size=world, overwrite=a.overwrite, progress=not a.no_progress, threads=a.threads,
+                       executor=a.executor, ray_address=a.ray_address, ray_gpus_per_task=a.ray_gpus_per_task,
+                       ray_cpus_per_task=a.ray_cpus_per_task, ray_retries=a.ray_retries)
 
 
 def format_summary(s: RunSummary, out: Path) -> str:
@@ -850,6 +1063,8 @@ def format_summary(s: RunSummary, out: Path) -> str:
         lines.append(f"  feature tokens/frame: mean {tk['mean']:.0f}, min {tk['min']}, max {tk['max']}")
     lines.append(f"  steps run: {s.steps_run or '-'}; skipped (already done): {s.steps_skipped or '-'}")
     lines.append(f"  seconds per step: {s.step_seconds or '-'}")
+    if s.clips_busy:
+        lines.append(f"  left to another running build (locked): {len(s.clips_busy)} clips, e.g. {s.clips_busy[0]}")
     for n in s.notes:
         lines.append(f"  note: {n}")
     for f in s.failures:
@@ -873,12 +1088,12 @@ def main(argv: list[str] | None = None) -> int:
               f"latent stats: {sorted(stats) or 'none'}")
         return 0
     if not args.inputs:
-        raise SystemExit("ss4d-build-dataset: error: give at least one asset file or folder")
+        user_error("give at least one asset file or folder")
     exts = tuple(e if e.startswith(".") else "." + e for e in args.extensions.lower().split(",") if e)
     try:
         summary = DatasetBuilder(cfg).run(args.inputs, exts)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"ss4d-build-dataset: error: {exc}") from None
+    except (FileNotFoundError, InputError) as exc:
+        user_error(str(exc))
     print(format_summary(summary, cfg.output))
     return 1 if (args.strict and summary.failures) else 0
 

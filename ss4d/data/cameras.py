@@ -196,9 +196,15 @@ def write_transforms(path: str | Path, cameras: list[BlenderCamera], file_paths:
 def read_transforms(path: str | Path) -> tuple[list[BlenderCamera], list[str], dict]:
     """Inverse of :func:`write_transforms`: (cameras, file paths, the whole JSON)."""
     data = json.loads(Path(path).read_text())
+    cams, files = cameras_from_transforms(data)
+    return cams, files, data
+
+
+def cameras_from_transforms(data: dict) -> tuple[list[BlenderCamera], list[str]]:
+    """(cameras, file paths) of a parsed ``transforms.json``."""
     cams, files = [], []
     for fr in data["frames"]:
         cams.append(BlenderCamera(np.asarray(fr["transform_matrix"], np.float64), float(fr["camera_angle_x"]),
                            int(fr.get("w", 0)), int(fr.get("h", 0))))
         files.append(fr["file_path"])
-    return cams, files, data
+    return cams, files

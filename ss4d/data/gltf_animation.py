@@ -16,6 +16,7 @@ Typical use::
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ WRAP_CODES = {10497: "repeat", 33071: "clamp", 33648: "mirror"}
 TIME_MODES = ("clamp", "loop", "stretch")
 STATIC_CLIP_NAME = "static"
 WEIGHT_SUM_EPS = 1e-8
+FRAME_EPS = 1e-6  # in frames: a sample this close to the clip's end still counts as before it
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,22 @@ def sample_times(clip: ClipInfo, num_frames: int, fps: float, time_mode: str = "
     if time_mode == "loop" and clip.duration > 0:
         rel = np.mod(rel, clip.duration)
     return clip.start + np.minimum(rel, clip.duration)
+
+
+def count_real_frames(clip: ClipInfo, num_frames: int, fps: float, time_mode: str = "clamp",
+                      cyclic: bool = False) -> int:
+    """How many of the :func:`sample_times` frames lie before the clip's end (the rest repeat poses).
+
+    ``clamp``: frames with ``k / fps <= duration`` (later ones hold the last pose); ``loop``: all
+    frames of a cyclic clip (first and last pose match, so wrapping continues the motion), else as
+    ``clamp`` (the wrap is a jump); ``stretch``: all frames. A clip without duration (a static pose)
+    has no end to run past: all frames (such clips are flagged ``low_motion`` by the builder).
+    """
+    if time_mode == "stretch" or clip.duration <= 0:
+        return num_frames
+    if time_mode == "loop" and cyclic:
+        return num_frames
+    return int(min(num_frames, math.floor(clip.duration * fps + FRAME_EPS) + 1))
 
 
 @dataclass

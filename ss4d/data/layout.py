@@ -18,7 +18,9 @@ Per-frame names are zero-padded to three digits (:func:`frame_file`, :func:`fram
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -27,12 +29,15 @@ import numpy as np
 
 __all__ = [
     "CLIPS_DIR", "CLIP_RECORD", "STEP_RECORD", "METADATA_FILE", "FRAMES_FILE", "STATS_DIR", "TMP_MARK",
+    "FAILED_ASSETS_DIR", "LOCK_FILE", "FORMAT_VERSION", "sanitize", "asset_key", "make_clip_id", "failed_asset_record",
+    "current_record", "step_hash", "num_real_frames_of", "open_dataset", "SHARD_INDEX", "SHARD_PATTERN",
+    "ShardMembers",
     "MESH_DIR", "VOXELS_DIR", "RENDERS_DIR", "COND_DIR", "FEATURES_DIR", "SS_LATENTS_DIR", "LATENTS_DIR",
     "METADATA_COLUMNS", "FRAMES_COLUMNS", "LATENT_SET_SEPARATOR", "STATUS_OK",
     "frame_file", "frame_dir_name", "view_file", "latent_set_name", "ss_stats_name",
     "ClipPaths", "iter_clip_records", "read_metadata", "read_latent_stats",
     "load_feature_frame", "load_ss_latent_frame", "load_slat_latent_frame", "DatasetReader", "FolderDataset",
-    "read_rgba_files",
+    "read_rgba_files", "decode_rgba",
 ]
 
 CLIPS_DIR = "clips"
@@ -41,7 +46,14 @@ STEP_RECORD = "step.json"
 METADATA_FILE = "metadata.csv"
 FRAMES_FILE = "frames.csv"
 STATS_DIR = "latent_stats"
+FAILED_ASSETS_DIR = "failed_assets"  # failed_assets/*.json: assets that could not be opened
+LOCK_FILE = ".lock"                  # clips/<id>/.lock: held by the process working on the clip
 TMP_MARK = ".tmp-"
+#: Bumped whenever a step's output format or code changes meaningfully; part of every step hash, so
+#: a dataset written by older code is redone rather than mixed with new outputs.
+FORMAT_VERSION = 2
+CLIP_NAME_CHARS = 64  # longest sanitised animation name kept in a clip id
+ID_SAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no dots: clip ids are WebDataset sample keys
 
 MESH_DIR = "mesh"
 VOXELS_DIR = "voxels"
@@ -56,10 +68,45 @@ SS_STATS_PREFIX = "ss_"      # latent_stats/ss_<encoder>.json
 STATUS_OK = "ok"
 
 METADATA_COLUMNS = ["clip_id", "sha256", "source", "animation", "animation_index", "clip_duration", "num_frames",
-                    "fps", "time_mode", "mesh_vertices", "mesh_faces", "voxel_resolution", "num_voxels_mean",
+                    "num_real_frames", "fps", "time_mode", "cyclic", "mesh_vertices", "mesh_faces", "voxel_resolution", "num_voxels_mean",
                     "num_voxels_max", "motion_iou_min", "flagged", "flags", "rendered", "renderer", "num_views",
                     "render_resolution", "cond_rendered", "status", "error"]
-FRAMES_COLUMNS = ["sha256", "clip_id", "frame", "time", "num_voxels", "flagged"]
+FRAMES_COLUMNS = ["sha256", "clip_id", "frame", "time", "past_end", "num_voxels", "flagged"]
+
+
+def sanitize(name: str) -> str:
+    """``name`` with every run of characters outside ``[A-Za-z0-9_-]`` replaced by ``-`` (never empty)."""
+    return ID_SAFE.sub("-", name).strip("-") or "x"
+
+
+def asset_key(relative_path: str) -> str:
+    """The asset's part of its clip ids: its path relative to the input folder, without the suffix,
+    sanitised (``chars/Fox.glb`` -> ``chars-Fox``). Two assets with one key are an error (the builder
+    reports both instead of letting them share clip folders)."""
+    p = Path(relative_path)
+    return sanitize(str(p.with_suffix("")))
+
+
+def failed_asset_record(root: Path, relative_path: str) -> Path:
+    """``failed_assets/<sanitised path>-<hash of the raw path>.json``: one file per asset, even for
+    assets whose keys collide."""
+    digest = hashlib.sha1(relative_path.encode()).hexdigest()[:8]
+    return Path(root) / FAILED_ASSETS_DIR / f"{sanitize(relative_path)}-{digest}.json"
+
+
+def make_clip_id(key: str, animation_index: int | None, animation_name: str) -> str:
+    """``<asset key>__<animation index>-<sanitised name>`` (``__static`` for an asset without animation).
+
+    The index makes ids unique within an asset even when animations share a name ("Take 001") or
+    their names sanitise alike (non-ASCII names); ids are stable as long as the asset is."""
+    if animation_index is None:
+        return f"{key}__static"
+    return f"{key}__{int(animation_index)}-{sanitize(animation_name)[:CLIP_NAME_CHARS]}"
+
+
+def num_real_frames_of(record: dict) -> int:
+    """Frames before the clip's end (older datasets without the field: all frames)."""
+    return int(record.get("num_real_frames", record.get("num_frames", 0)))
 
 
 def frame_file(t: int) -> str:
@@ -118,6 +165,10 @@ class ClipPaths:
     def cond(self) -> Path:
         return self.dir / COND_DIR
 
+    @property
+    def lock(self) -> Path:
+        return self.dir / LOCK_FILE
+
     def voxel_frame(self, t: int) -> Path:
         return self.voxels / frame_file(t)
 
@@ -134,6 +185,56 @@ class ClipPaths:
         return self.dir / LATENTS_DIR / latent_set
 
 
+# ------------------------------------------------------------------------------------ packed shards
+SHARD_INDEX = "index.json"          # the shard folder's index (see ss4d.data.shards)
+SHARD_PATTERN = "shard-%06d.tar"    # WebDataset tar shards: one sample per clip, key = clip id
+
+
+class ShardMembers:
+    """Names of one clip's files inside a shard: the WebDataset extensions after ``<clip_id>.``
+    (member ``<clip_id>.<name>``). Mirrors :class:`ClipPaths` for what training reads::
+
+        clip.json                       the clip's record (current sets only)
+        voxels.<t>.npz                  as voxels/<t>.npz
+        features.<set>.<t>.npz          as features/<set>/<t>.npz
+        ss_latents.<encoder>.<t>.npz    as ss_latents/<encoder>/<t>.npz
+        latents.<set>.<t>.npz           as latents/<set>/<t>.npz
+        renders.<t>.transforms.json     as renders/<t>/transforms.json; renders.<t>.<v>.png the views
+        cond.transforms.json            as cond/transforms.json; cond.<t>.png the conditioning frames
+    """
+
+    record = CLIP_RECORD
+    cond_transforms = f"{COND_DIR}.transforms.json"  # cameras.TRANSFORMS_FILE
+
+    @staticmethod
+    def voxel_frame(t: int) -> str:
+        return f"{VOXELS_DIR}.{frame_file(t)}"
+
+    @staticmethod
+    def features(feature_set: str, t: int) -> str:
+        return f"{FEATURES_DIR}.{feature_set}.{frame_file(t)}"
+
+    @staticmethod
+    def ss_latent(encoder: str, t: int) -> str:
+        return f"{SS_LATENTS_DIR}.{encoder}.{frame_file(t)}"
+
+    @staticmethod
+    def latent(latent_set: str, t: int) -> str:
+        return f"{LATENTS_DIR}.{latent_set}.{frame_file(t)}"
+
+    @staticmethod
+    def render_transforms(t: int) -> str:
+        return f"{RENDERS_DIR}.{frame_dir_name(t)}.transforms.json"
+
+    @staticmethod
+    def render_file(t: int, file: str) -> str:
+        return f"{RENDERS_DIR}.{frame_dir_name(t)}.{file}"
+
+    @staticmethod
+    def cond_file(file: str) -> str:
+        return f"{COND_DIR}.{file}"
+
+
 def iter_clip_records(root: Path) -> Iterator[dict]:
     """Every readable ``clips/*/clip.json`` of a dataset, sorted by clip id."""
     for rec in sorted((Path(root) / CLIPS_DIR).glob(f"*/{CLIP_RECORD}")):
@@ -141,6 +242,70 @@ def iter_clip_records(root: Path) -> Iterator[dict]:
             yield json.loads(rec.read_text())
         except (json.JSONDecodeError, OSError):
             continue
+
+
+def step_hash(folder: Path) -> str | None:
+    """The parameter hash in ``folder/step.json`` (None when the step is absent or unreadable)."""
+    return _step_record(folder).get("hash")
+
+
+def _step_record(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / STEP_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _derived_from(folder: Path, parents: dict[str, str | None]) -> str | None:
+    """``folder``'s hash if its step.json exists and names exactly the given parent hashes, else None."""
+    rec = _step_record(folder)
+    params = rec.get("params", {})
+    if not rec.get("hash") or any(h is None or params.get(k) != h for k, h in parents.items()):
+        return None
+    return rec["hash"]
+
+
+def _current_sets(sets: dict, folder_of, parents_of) -> dict:
+    """The entries of ``sets`` whose folder (``folder_of(name)``) was computed from the parents
+    ``parents_of(feature set named in its step.json or None)``."""
+    kept = {}
+    for name, v in sets.items():
+        folder = folder_of(name)
+        feat = _step_record(folder).get("params", {}).get("feature_set")
+        if _derived_from(folder, parents_of(feat)) is not None:
+            kept[name] = v
+    return kept
+
+
+def current_record(root: Path, record: dict) -> dict:
+    """``record`` (a clip.json) with only the outputs that are current: every step folder must carry
+    the hash of the parent it was computed from (voxels/renders/cond <- mesh, features <- renders +
+    voxels, SS latents <- voxels (+ features), SLat latents <- features). A set computed from renders
+    that were redone with other settings is dropped, ``rendered`` / ``cond_rendered`` follow their
+    folders, and ``num_real_frames`` is filled in for older records."""
+    rec = dict(record)
+    rec["num_real_frames"] = num_real_frames_of(record)
+    if "clip_id" not in rec:
+        return rec
+    paths = ClipPaths(root, rec["clip_id"])
+    mesh = step_hash(paths.mesh)
+    vox = _derived_from(paths.voxels, {"mesh": mesh})
+    ren = _derived_from(paths.renders, {"mesh": mesh})
+    rec["rendered"] = bool(record.get("rendered")) and ren is not None
+    rec["cond_rendered"] = bool(record.get("cond_rendered")) and _derived_from(paths.cond, {"mesh": mesh}) is not None
+    feats, feat_hash = {}, {}
+    for name, v in record.get("features", {}).items():
+        h = _derived_from(paths.features(name), {"renders": ren, "voxels": vox})
+        if h is not None:
+            feats[name], feat_hash[name] = v, h
+    # latent sets name the feature set they came from (SLat always, SS when encoded from its voxels)
+    ss = _current_sets(record.get("ss_latents", {}), paths.ss_latents,
+                       lambda feat: {"voxels": vox} if feat is None else {"voxels": vox, "features": feat_hash.get(feat)})
+    lat = _current_sets(record.get("latents", {}), paths.latents, lambda feat: {"features": feat_hash.get(feat)})
+    for key, sets in (("features", feats), ("ss_latents", ss), ("latents", lat)):
+        if key in record or sets:
+            rec[key] = sets
+    return rec
 
 
 def read_metadata(root: Path) -> list[dict]:
@@ -188,7 +353,8 @@ class DatasetReader:
     """
 
     def clip_records(self) -> list[dict]:
-        """Every clip's record (``clip.json``), sorted by clip id."""
+        """Every clip's record (``clip.json``, only current derived sets: :func:`current_record`),
+        sorted by clip id, failed clips included (``status`` != ``"ok"``)."""
         raise NotImplementedError
 
     def load_voxels(self, clip_id: str, t: int) -> tuple[np.ndarray, int]:
@@ -230,7 +396,7 @@ class FolderDataset(DatasetReader):
         return ClipPaths(self.root, clip_id)
 
     def clip_records(self) -> list[dict]:
-        return list(iter_clip_records(self.root))
+        return [current_record(self.root, r) for r in iter_clip_records(self.root)]
 
     def load_voxels(self, clip_id, t):
         from .voxelize import load_voxels
@@ -266,10 +432,29 @@ class FolderDataset(DatasetReader):
 
 def read_rgba_files(folder: Path, files: list[str]) -> np.ndarray:
     """The images ``folder/<file>`` as one RGBA uint8 array [N, H, W, 4]."""
+    return decode_rgba([folder / f for f in files])
+
+
+def decode_rgba(images: list) -> np.ndarray:
+    """Image files (paths or binary file objects) as one RGBA uint8 array [N, H, W, 4]."""
     from PIL import Image
 
     imgs = []
-    for f in files:
-        with Image.open(folder / f) as im:
+    for f in images:
+        with Image.open(f) as im:
             imgs.append(np.asarray(im.convert("RGBA")))
     return np.stack(imgs)
+
+
+def open_dataset(path: str | Path) -> DatasetReader:
+    """The reader for a built dataset at ``path``: :class:`FolderDataset` for the folder layout, or
+    :class:`ss4d.data.shards.ShardDataset` for a folder of packed shards (``ss4d-pack-dataset``).
+    Both return the same records and arrays."""
+    from .shards import SHARD_INDEX, ShardDataset
+
+    root = Path(path)
+    if (root / SHARD_INDEX).is_file():
+        return ShardDataset(root)
+    if (root / CLIPS_DIR).is_dir():
+        return FolderDataset(root)
+    raise FileNotFoundError(f"{root}: not a dataset (no {CLIPS_DIR}/ folder and no {SHARD_INDEX})")

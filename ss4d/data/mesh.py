@@ -19,6 +19,7 @@ import numpy as np
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 NORMALIZED_EXTENT = 1.0  # largest side of the clip's union bbox after normalisation
 DEGENERATE_EXTENT = 1e-12
+CYCLIC_TOLERANCE = 1e-3  # first/last pose distance, as a fraction of the poses' largest bbox side
 WRAP_MODES = ("repeat", "clamp", "mirror")
 MESH_FILE = "mesh.npz"
 MESH_META_FILE = "mesh.json"
@@ -185,3 +186,13 @@ def load_mesh_sequence(folder: str | Path) -> MeshSequence:
                         uv=arrays.get("uv"), colors=arrays.get("colors"), face_material=arrays["face_material"],
                         materials=mats, name=meta["name"], source=meta["source"],
                         normalization=meta["normalization"])
+
+
+def poses_match(first: np.ndarray, last: np.ndarray, tolerance: float = CYCLIC_TOLERANCE) -> bool:
+    """True when two poses [V, 3] of one mesh coincide: every vertex moves at most ``tolerance`` times
+    the largest side of their union bounding box (a cyclic clip's first and last poses)."""
+    both = np.concatenate([first, last]).astype(np.float64)
+    extent = float((both.max(0) - both.min(0)).max()) if len(both) else 0.0
+    if extent <= DEGENERATE_EXTENT:
+        return True
+    return float(np.abs(np.asarray(first, np.float64) - last).max()) <= tolerance * extent

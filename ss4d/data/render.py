@@ -29,6 +29,7 @@ import numpy as np
 
 from .cameras import (DEFAULT_FOV_DEG, DEFAULT_RADIUS, TRANSFORMS_FILE, BlenderCamera, conditioning_camera, orbit_views,
                       write_transforms)
+from .child_process import run_tied
 from .layout import frame_dir_name, read_rgba_files, view_file
 from .mesh import MeshSequence
 
@@ -130,9 +131,8 @@ def run_blender_job(job: dict, work_dir: Path, timeout_s: float = 0) -> None:
     job = dict(job, work_dir=str(work_dir))
     job_path = work_dir / f"job_{job['mode']}.json"
     job_path.write_text(json.dumps(job))
-    try:
-        res = subprocess.run([python, str(BLENDER_SCRIPT), str(job_path)], capture_output=True, text=True,
-                             timeout=timeout_s or None)
+    try:  # own process group, killed with the builder (also when the builder is SIGKILLed)
+        res = run_tied([python, str(BLENDER_SCRIPT), str(job_path)], timeout_s=timeout_s or None)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"Blender {job['mode']} job timed out after {timeout_s:g}s") from None
     if res.returncode != 0:

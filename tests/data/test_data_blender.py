@@ -5,9 +5,15 @@ of the CI set (~20 s); the full six-asset build in the issue's example configura
 """
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
-from data_testkit import assets, small_config  # noqa: F401  (fixture)
+from data_testkit import assets, children_running, process_alive, small_config  # noqa: F401  (fixture)
 
 from ss4d.data.checks import silhouette_agreement
 from ss4d.data.gltf_animation import list_clips, load_animated_mesh, sample_times
@@ -127,3 +133,36 @@ def test_fbx_and_blend_go_through_blender(tmp_path, assets, src, dst):
     for t in range(3):
         ours = voxelize_surface(native.vertices[t], native.faces, 64)
         assert voxel_iou(ours, load_voxels(clip / "voxels" / f"{t:03d}.npz")[0], 64) >= min_iou, (dst, t)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_killed_blender_build_leaves_no_renderer_and_resumes(tmp_path, assets):
+    """SIGKILL the builder while Blender renders: Blender dies with it; the next run finishes the clip.
+    (A chatty Blender also died before the fix, of SIGPIPE on its next progress line; the silent
+    stand-in of test_data_integrity.py is the one that caught the orphan.)"""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(assets / "RiggedFigure.glb", d / "RiggedFigure.glb")
+    out = tmp_path / "ds"
+    argv = [str(d), "-o", str(out), "--renderer", "blender", "--frames", "2", "--views", "2", "--resolution", "64",
+            "--steps", "mesh,voxelize,render", "--no-progress", "--no-cond-video"]
+    builder = subprocess.Popen([sys.executable, "-m", "ss4d.data.build", *argv, "--samples", "4096"])
+    try:
+        deadline = time.time() + 120
+        while not (blender := children_running(builder.pid, "render_blender.py")):
+            assert builder.poll() is None and time.time() < deadline, "Blender never started"
+            time.sleep(0.1)
+        time.sleep(1.0)  # let it get into the render
+        builder.send_signal(signal.SIGKILL)
+        builder.wait()
+        deadline = time.time() + 10
+        while any(map(process_alive, blender)) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(map(process_alive, blender)), "Blender outlived the SIGKILLed builder"
+    finally:
+        builder.kill()
+    clip = out / "clips" / "RiggedFigure__0-animation_0"
+    assert list(clip.glob("renders.tmp-*")), "the killed build should have left its partial step"
+    rc = subprocess.run([sys.executable, "-m", "ss4d.data.build", *argv, "--samples", "4"], timeout=300).returncode
+    assert rc == 0 and not list(clip.glob("*.tmp-*"))
+    assert len(list((clip / "renders" / "001").glob("*.png"))) == 2

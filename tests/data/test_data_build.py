@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_testkit import (MORPHING, SKINNED, SMALL, asset_copy, assets, built_dataset,  # noqa: F401 (fixtures)
-                          small_config)
+                          small_config, tiny_encoders)
 
 from ss4d.data.build import DatasetBuilder, compute_latent_stats, main
 from ss4d.data.cameras import read_transforms
@@ -116,7 +116,7 @@ def test_voxel_projections_match_rendered_silhouettes(built_dataset):
 
 
 def test_render_layout(built_dataset):
-    c = built_dataset["out"] / "clips" / "Fox__Survey"
+    c = built_dataset["out"] / "clips" / "Fox__0-Survey"
     rgba, depth, cams = load_frame_renders(c / "renders" / "000")
     assert rgba.shape == (SMALL["views"], 128, 128, 4) and depth.shape == (SMALL["views"], 128, 128)
     fg = rgba[..., 3] > 0
@@ -138,10 +138,10 @@ def test_render_layout(built_dataset):
     from ss4d.data.layout import FolderDataset
 
     ds = FolderDataset(built_dataset["out"])
-    views, vcams = ds.load_views("Fox__Survey", 0)
+    views, vcams = ds.load_views("Fox__0-Survey", 0)
     np.testing.assert_array_equal(views, rgba)
     np.testing.assert_allclose(vcams[3].c2w_blender, cams[3].c2w_blender)
-    crgba, ccams = ds.load_cond("Fox__Survey")
+    crgba, ccams = ds.load_cond("Fox__0-Survey")
     assert crgba.shape[0] == SMALL["frames"] and len(ccams) == SMALL["frames"]
     assert [r["clip_id"] for r in ds.clip_records()] == sorted(r["clip_id"] for r in ds.clip_records())
 
@@ -150,7 +150,7 @@ def test_metadata_tables(built_dataset):
     out = built_dataset["out"]
     rows = list(csv.DictReader(open(out / "metadata.csv")))
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
-    r = {x["clip_id"]: x for x in rows}["CesiumMan__Anim_0"]
+    r = {x["clip_id"]: x for x in rows}["CesiumMan__0-Anim_0"]
     assert r["num_frames"] == str(SMALL["frames"]) and r["renderer"] == "torch" and len(r["sha256"]) == 64
     assert r[f"feature_{FEATURE}_visible"] == "True" and r[f"feature_{FEATURE}_mean"] == "True"
     assert float(r[f"tokens_{FEATURE}_visible"]) <= float(r[f"tokens_{FEATURE}_mean"])
@@ -171,7 +171,7 @@ def test_partial_items_are_redone(tmp_path, asset_copy):
     out = tmp_path / "ds"
     cfg = dict(steps=("mesh", "voxelize", "render"), frames=2, views=2, feature_model=None)
     DatasetBuilder(small_config(out, **cfg)).run([str(asset_copy)])
-    clip = out / "clips" / "RiggedFigure__animation_0"
+    clip = out / "clips" / "RiggedFigure__0-animation_0"
     # simulate a crash in the middle of a render and a lost finish record
     (clip / "renders.tmp-99999").mkdir()
     (clip / "renders.tmp-99999" / "000.png").write_bytes(b"partial")
@@ -253,31 +253,18 @@ def test_flags_static_and_budget(tmp_path, asset_copy):
     assert not s.failures
     recs = {c.name: json.loads((c / "clip.json").read_text()) for c in clips(out)}
     assert recs["static__static"]["flags"] == ["low_motion"]
-    assert "over_budget" in recs["AnimatedMorphCube__Square"]["flags"]  # ~23k voxels per frame
-    assert recs["RiggedFigure__animation_0"]["flags"] == []
+    assert "over_budget" in recs["AnimatedMorphCube__0-Square"]["flags"]  # ~23k voxels per frame
+    assert recs["RiggedFigure__0-animation_0"]["flags"] == []
     assert not (out / "clips" / "static__static" / "renders").exists()  # --skip-flagged stopped it
-    assert (out / "clips" / "RiggedFigure__animation_0" / "renders").exists()
+    assert (out / "clips" / "RiggedFigure__0-animation_0" / "renders").exists()
 
 
 def test_encoders_latents_and_statistics(tmp_path, asset_copy):
-    import torch
-
-    import ss4d.models  # noqa: F401  (registers the 4D classes)
-    from ss4d.models.slat_vae_4d import SLatEncoder4D
-    from trellis_ext.models import get_model_class, save_pretrained
-
-    torch.manual_seed(0)
-    ss = get_model_class("SparseStructureEncoder")(in_channels=1, latent_channels=8, num_res_blocks=1,
-                                                   channels=[4, 8, 8], num_res_blocks_middle=1)
-    save_pretrained(ss, str(tmp_path / "ss_enc_tiny"))
-    save_pretrained(SLatEncoder4D(resolution=64, in_channels=32, model_channels=32, latent_channels=8,
-                                  num_blocks=1, num_head_channels=16), str(tmp_path / "slat_enc4d_tiny"))
     out = tmp_path / "ds"
     (asset_copy / "AnimatedMorphCube.glb").unlink()  # keep it small: one clip
-    s = DatasetBuilder(small_config(out, frames=2, views=3, ss_encoder=str(tmp_path / "ss_enc_tiny"),
-                                    slat_encoder=str(tmp_path / "slat_enc4d_tiny"))).run([str(asset_copy)])
+    s = DatasetBuilder(small_config(out, frames=2, views=3, **tiny_encoders(tmp_path))).run([str(asset_copy)])
     assert not s.failures, s.failures
-    clip = out / "clips" / "RiggedFigure__animation_0"
+    clip = out / "clips" / "RiggedFigure__0-animation_0"
     with np.load(clip / "ss_latents" / "ss_enc_tiny" / "001.npz") as z:
         assert z["mean"].shape == (8, 16, 16, 16)
     lat_dir = clip / "latents" / f"{FEATURE}_visible__slat_enc4d_tiny"
@@ -301,17 +288,18 @@ def test_encoders_latents_and_statistics(tmp_path, asset_copy):
     from ss4d.data.layout import FolderDataset
 
     ds = FolderDataset(out)
-    coords, lat = ds.load_slat_latent("RiggedFigure__animation_0", f"{FEATURE}_visible__slat_enc4d_tiny", 1)
+    coords, lat = ds.load_slat_latent("RiggedFigure__0-animation_0", f"{FEATURE}_visible__slat_enc4d_tiny", 1)
     np.testing.assert_array_equal(lat, feats[1])
     assert coords.dtype == np.int64 and coords.shape == (len(lat), 3)
-    assert ds.load_ss_latent("RiggedFigure__animation_0", "ss_enc_tiny", 1).shape == (8, 16, 16, 16)
+    assert ds.load_ss_latent("RiggedFigure__0-animation_0", "ss_enc_tiny", 1).shape == (8, 16, 16, 16)
     assert ds.latent_stats(f"{FEATURE}_visible__slat_enc4d_tiny") == stats
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="rank"):
-        main(["x", "-o", str(tmp_path), "--rank", "2", "--world-size", "2"])
-    with pytest.raises(SystemExit, match="unknown steps"):
-        main(["x", "-o", str(tmp_path), "--steps", "mesh,paint"])
-    with pytest.raises(SystemExit, match="input not found"):
-        main([str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--no-progress"])
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    for argv, msg in ((["x", "-o", str(tmp_path), "--rank", "2", "--world-size", "2"], "rank"),
+                      (["x", "-o", str(tmp_path), "--steps", "mesh,paint"], "unknown steps"),
+                      ([str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--no-progress"], "input not found")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1
