@@ -86,20 +86,21 @@ def test_temporaries_carry_the_pid_and_dead_ones_are_swept(tmp_path, dead_pid, l
     live process's temporaries, look-alikes and the user's own files keep every byte."""
     from user_files import plant_user_files, snapshot
 
-    from trellis_ext.atomic import TEMP_MARK
+    from trellis_ext.atomic import owner_mark
 
-    stale_dir = tmp_path / f".out.tmp-{TEMP_MARK}{dead_pid}-abcd1234"
+    stale_dir = tmp_path / f".out.tmp-{owner_mark(dead_pid)}abcd1234"
     plant_user_files(stale_dir)  # partial outputs of the killed run
-    stale_file = tmp_path / f".frame_000.ply.{TEMP_MARK}{dead_pid}-zz_9yy8x.tmp"
+    stale_file = tmp_path / f".frame_000.ply.{owner_mark(dead_pid)}zz_9yy8x.tmp"
     stale_file.write_bytes(b"half a ply")
     keep = plant_user_files(tmp_path / "mine")
-    (tmp_path / f".out.tmp-{TEMP_MARK}{live_pid}-abcd1234").mkdir()          # a running writer's
+    (tmp_path / f".out.tmp-{owner_mark(live_pid)}abcd1234").mkdir()          # a running writer's
     (tmp_path / ".out.tmp-precious").mkdir()                                  # no pid mark
-    (tmp_path / f"{TEMP_MARK}{dead_pid}-abcd1234.bak").write_text("user")     # mark not at the end
-    (tmp_path / f".link.{TEMP_MARK}{dead_pid}-abcd1234").symlink_to(keep)     # symlinks are never followed
+    (tmp_path / f".out.tmp-{owner_mark(dead_pid, host='other-node')}abcd1234").mkdir()  # another machine's
+    (tmp_path / f"{owner_mark(dead_pid)}abcd1234.bak").write_text("user")     # mark not at the end
+    (tmp_path / f".link.{owner_mark(dead_pid)}abcd1234").symlink_to(keep)     # symlinks are never followed
     before = snapshot(tmp_path)
     with atomic_directory(tmp_path / "out") as tmp:
-        assert f"{TEMP_MARK}{os.getpid()}-" in os.path.basename(tmp)
+        assert f"{owner_mark()}" in os.path.basename(tmp)
         with open(os.path.join(tmp, "f.txt"), "w") as f:
             f.write("new")
     after = snapshot(tmp_path)

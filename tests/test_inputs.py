@@ -435,11 +435,11 @@ def test_check_output_dir_sweeps_a_killed_runs_temp_folder(tmp_path):
     import subprocess
     import sys
 
-    from trellis_ext.atomic import TEMP_MARK
+    from trellis_ext.atomic import owner_mark
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
-    stale = tmp_path / f".out.tmp-{TEMP_MARK}{p.pid}-abcd1234"
+    stale = tmp_path / f".out.tmp-{owner_mark(p.pid)}abcd1234"
     (stale / "gaussians").mkdir(parents=True)
     (stale / "gaussians" / "frame_000.ply").write_text("partial")
     (tmp_path / "keep.txt").write_text("mine")

@@ -6,10 +6,11 @@ the dataset builder) goes through these, so they share one behaviour:
   left as it was;
 - permissions follow the process umask like an ordinary ``open``/``mkdir`` would (``mkdtemp`` and
   ``mkstemp`` create 0700/0600, which would hide results from other users and web servers);
-- temporaries are named ``<prefix>ss4dtmp<pid>-<8 chars>`` (files add ``.tmp``): the next writer
-  into the same parent folder removes those of *dead* processes owned by the same user
-  (:func:`sweep_stale_temps`), so a SIGKILL or power loss leaves nothing behind for long; no other
-  name is ever touched.
+- temporaries are named ``<prefix>ss4dtmp<host>.<pid>-<8 chars>`` (files add ``.tmp``; ``<host>`` is a
+  short hash of the machine's name): the next writer into the same parent folder removes those of
+  *dead* processes of the same machine owned by the same user (:func:`sweep_stale_temps`), so a
+  SIGKILL or power loss leaves nothing behind for long; no other name is ever touched, and a live
+  writer on another machine of a shared file system (SLURM, Ray) is never mistaken for a dead one.
 
 :func:`atomic_directory` replaces a whole folder (moving the old one aside first, so the target is
 never missing); :func:`merged_directory` moves each written file into an existing folder and leaves
@@ -18,27 +19,42 @@ every other file there alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from typing import IO, Iterator, Union
 
 __all__ = ["atomic_directory", "atomic_file", "merged_directory", "current_umask", "sweep_stale_temps",
-           "temp_name", "temp_prefix", "apply_umask", "TEMP_MARK"]
+           "temp_name", "temp_prefix", "owner_mark", "apply_umask", "TEMP_MARK"]
 
 PathLike = Union[str, os.PathLike]
 DIR_MODE = 0o777   # what mkdir() asks for before the umask
 FILE_MODE = 0o666  # what open() asks for before the umask
 EXEC_BITS = 0o111
-#: Marks every temporary these writers create; followed by the owner's pid.
+#: Marks every temporary these writers create; followed by the owner's host tag and pid.
 TEMP_MARK = "ss4dtmp"
+HOST_TAG_LEN = 6  # hex characters of the machine name's hash
 #: Random characters after the pid (tempfile's alphabet; ``secrets.token_hex`` is a subset).
 RANDOM_LEN = 8
 FILE_SUFFIX = ".tmp"
 ASIDE_TAG = "old-"  # the previous folder, renamed aside while the new one moves in
-_STALE = re.compile(rf"{TEMP_MARK}(\d+)-[a-z0-9_]{{{RANDOM_LEN}}}(?:{re.escape(FILE_SUFFIX)})?$")
+_STALE = re.compile(rf"{TEMP_MARK}([0-9a-f]{{{HOST_TAG_LEN}}})\.(\d+)-[a-z0-9_]{{{RANDOM_LEN}}}"
+                    rf"(?:{re.escape(FILE_SUFFIX)})?$")
+
+
+def host_tag(host: str | None = None) -> str:
+    """Short stable tag of a machine name (this machine's by default)."""
+    name = socket.gethostname() if host is None else host
+    return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:HOST_TAG_LEN]
+
+
+def owner_mark(pid: int | None = None, host: str | None = None) -> str:
+    """``ss4dtmp<host>.<pid>-``: what identifies the writer in a temporary's name."""
+    return f"{TEMP_MARK}{host_tag(host)}.{os.getpid() if pid is None else pid}-"
 
 
 def current_umask() -> int:
@@ -70,7 +86,7 @@ def apply_umask(path: PathLike) -> None:
 def temp_prefix(prefix: str) -> str:
     """``prefix`` + the pid mark: give it to ``tempfile.mkdtemp``/``mkstemp``/``TemporaryDirectory``
     (which add the 8 random characters) so :func:`sweep_stale_temps` can recognise the result."""
-    return f"{prefix}{TEMP_MARK}{os.getpid()}-"
+    return f"{prefix}{owner_mark()}"
 
 
 def temp_name(prefix: str) -> str:
@@ -91,19 +107,21 @@ def _alive(pid: int) -> bool:
 def sweep_stale_temps(parent: PathLike) -> list:
     """Remove this tool's temporaries in ``parent`` whose owner process is dead.
 
-    Only entries whose name ends in ``ss4dtmp<pid>-<8 chars>[.tmp]``, owned by this user, not
-    symlinks, whose pid is not a running process, are removed. Returns the removed paths."""
+    Only entries whose name ends in ``ss4dtmp<host>.<pid>-<8 chars>[.tmp]`` with this machine's host
+    tag, owned by this user, not symlinks, whose pid is not a running process, are removed. Returns
+    the removed paths."""
     removed = []
     try:
         entries = list(os.scandir(parent))
     except OSError:
         return removed
     uid = os.getuid() if hasattr(os, "getuid") else None
+    here = host_tag()
     for e in entries:
         m = _STALE.search(e.name)
-        if m is None or e.is_symlink():
+        if m is None or m.group(1) != here or e.is_symlink():
             continue
-        pid = int(m.group(1))
+        pid = int(m.group(2))
         try:
             st = e.stat(follow_symlinks=False)
         except OSError:
