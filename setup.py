@@ -40,6 +40,7 @@ setup(
     install_requires=["torch>=2.1"] + CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
-                                    "ss4d-build-dataset = ss4d.data.build:main"]},
+                                    "ss4d-build-dataset = ss4d.data.build:main",
+                                    "ss4d-eval = ss4d.evaluation.cli:main"]},
     license="MIT",
 )
