@@ -82,15 +82,27 @@ def test_rgb_images_skip_silhouette(tmp_path, capsys):
     assert m["iou"]["value"] is None and "alpha" in m["iou"]["reason"]
 
 
-def test_consistent4d_layout_reads_eval_views(tmp_path, capsys):
+def test_consistent4d_layout_scores_each_object(tmp_path, capsys):
     views = {f"eval_{i}": _frames(seed=i) for i in range(4)}
-    gt = _write(tmp_path / "gt" / "trump", dict(views, train=_frames(seed=9)))
-    pred = _write(tmp_path / "pred" / "trump", views)
-    assert sorted(read_consistent4d(gt)) == [f"eval_{i}" for i in range(4)]
-    code, _, err = _run(capsys, "images", "--pred", pred, "--gt", gt, "--layout", "consistent4d",
-                        "-o", tmp_path / "m.json", "--weights", tmp_path / "none")
+    for obj, shift in (("trump", 0), ("skull", 1)):
+        _write(tmp_path / "gt" / obj, dict(views, train=_frames(seed=9)))
+        _write(tmp_path / "pred" / obj, {k: np.roll(v, shift, axis=2) for k, v in views.items()})
+    assert sorted(read_consistent4d(tmp_path / "gt" / "trump")) == [f"eval_{i}" for i in range(4)]
+    code, out, err = _run(capsys, "images", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                          "--layout", "consistent4d", "-o", tmp_path / "m.json", "--weights", tmp_path / "none")
     assert code == 0, err
-    assert json.loads((tmp_path / "m.json").read_text())["num_views"] == 4
+    res = json.loads((tmp_path / "m.json").read_text())
+    objs = res["objects"]
+    assert sorted(objs) == ["skull", "trump"] and objs["trump"]["num_views"] == 4  # "train" is not an eval view
+    assert objs["trump"]["metrics"]["ssim"]["value"] == pytest.approx(1.0)
+    assert objs["skull"]["metrics"]["ssim"]["value"] < 1.0
+    mean = (objs["trump"]["metrics"]["psnr"]["value"] + objs["skull"]["metrics"]["psnr"]["value"]) / 2
+    assert res["metrics"]["psnr"]["value"] == pytest.approx(mean) and res["metrics"]["psnr"]["items"] == 2
+    assert "**overall**" in out and "| skull |" in out
+    # one object folder works too
+    code, _, err = _run(capsys, "images", "--pred", tmp_path / "pred" / "skull", "--gt", tmp_path / "gt" / "skull",
+                        "--layout", "consistent4d", "--weights", tmp_path / "none")
+    assert code == 0, err
     assert frame_number(tmp_path / "12_rgba.png") == 12 and frame_number(tmp_path / "x.png") is None
 
 

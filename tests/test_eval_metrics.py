@@ -187,3 +187,4 @@ def test_frechet_identical_zero_and_mean_shift():
 def test_frechet_needs_two_samples():
     with pytest.raises(ValueError, match="at least 2 samples"):
         frechet_distance(np.zeros((1, 4)), np.zeros((5, 4)))
+

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .scoring import METRICS, Evaluator, summarize
+from .scoring import Evaluator, aggregate
 
 __all__ = ["BenchmarkSettings", "run_benchmark", "build_ground_truth", "SHEET_VIEW", "DATASET_DIR", "OUTPUTS_DIR",
            "PAPER_PROTOCOL", "CPU_PROTOCOL"]
@@ -104,27 +104,6 @@ def _sheet_rows(clip_id: str, cond: np.ndarray, frames: dict, times: list[int]) 
             (f"{clip_id}: ground truth, view {SHEET_VIEW}", [frames[(t, SHEET_VIEW)][1] for t in times])]
 
 
-def _overall(per_asset: dict[str, dict], pooled_views: dict, evaluator: Evaluator) -> dict:
-    """Means over assets of each per-asset metric; FVD pooled over every (asset, view) clip."""
-    pooled = summarize(pooled_views, evaluator)["metrics"] if pooled_views else {}
-    names = list(METRICS) + ["chamfer"]
-    out = {}
-    for m in names:
-        entries = [a["metrics"][m] for a in per_asset.values() if m in a["metrics"]]
-        vals = [e["value"] for e in entries if e["value"] is not None]
-        if m == "fvd" and pooled:
-            out[m] = dict(pooled["fvd"])
-            continue
-        entry = {"value": float(np.mean(vals)) if vals else None, "status": "computed" if vals else "skipped",
-                 "reason": None if vals else next((e.get("reason") for e in entries if e.get("reason")), "no asset"),
-                 "higher_is_better": entries[0]["higher_is_better"] if entries else None, "assets": len(vals)}
-        if m == "flicker" and vals:
-            entry["ground_truth"] = float(np.mean([e["ground_truth"] for e in entries if e.get("ground_truth")
-                                                   is not None]))
-        out[m] = entry
-    return out
-
-
 def run_benchmark(assets: str | Path, model: str | Path, report_dir: str | Path, s: BenchmarkSettings,
                   evaluator: Evaluator, device: torch.device, overwrite: bool = False) -> str:
     """Run the benchmark (see the module docstring); returns the Markdown report."""
@@ -165,7 +144,7 @@ def run_benchmark(assets: str | Path, model: str | Path, report_dir: str | Path,
         if not per_asset:
             raise InputError(f"no asset could be scored ({'; '.join(f'{k}: {v}' for k, v in failures.items())})",
                              "check the model folder with ss4d-generate")
-        overall = _overall(per_asset, pooled, evaluator)
+        overall = aggregate(per_asset, pooled, evaluator)
         report = {"settings": asdict(s), "model": str(model), "assets": str(assets), "device": str(device),
                   "random_weights": random_weights, "overall": overall, "per_asset": per_asset,
                   "failures": failures, "seconds": round(time.time() - t0, 1)}
@@ -193,7 +172,7 @@ def _markdown(report: dict) -> str:
     lines += ["## Per metric", ""]
     for m, e in report["overall"].items():
         if e["status"] == "computed":
-            extra = f" over {e['clips']} clips" if "clips" in e else (f" over {e['assets']} assets" if "assets" in e
+            extra = f" over {e['clips']} clips" if "clips" in e else (f" over {e['items']} assets" if "items" in e
                                                                       else "")
             lines.append(f"- {m}: computed{extra}")
         else:

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred", required=True, metavar="DIR")
     s.add_argument("--gt", required=True, metavar="DIR")
     s.add_argument("--layout", choices=("folders", "consistent4d"), default="folders",
-                   help="consistent4d: only the eval_* view folders (the Consistent4D test set)")
+                   help="consistent4d: the Consistent4D test set (<object>/eval_*/<frame>.png; a root of objects or one "
+                        "object; overall = mean over objects, FVD pooled)")
     s.add_argument("-o", "--output", metavar="JSON", help="write the results here (and a .md table beside it)")
     _common(s)
 
@@ -163,10 +164,10 @@ def _evaluator(args, device):
                             device=device, background=args.background, crop=args.crop)
 
 
-def _write_results(summary: dict, path: Optional[str], title: str) -> None:
+def _write_results(summary: dict, path: Optional[str], title: str, rows: Optional[dict] = None) -> None:
     from .report import metrics_table, write_json, write_text
 
-    table = metrics_table({title: summary["metrics"]}, title=title)
+    table = metrics_table(rows or {title: summary["metrics"]}, title=title)
     print(table)
     if path:
         out = Path(path)
@@ -178,11 +179,17 @@ def _write_results(summary: dict, path: Optional[str], title: str) -> None:
 
 
 def _images(args) -> int:
-    from .images import score_folders
+    from .images import score_consistent4d, score_folders
 
     device = _device(args.device)
-    summary = score_folders(args.pred, args.gt, _evaluator(args, device), layout=args.layout)
-    _write_results(summary, args.output, f"{Path(args.pred).name} vs {Path(args.gt).name}")
+    title = f"{Path(args.pred).name} vs {Path(args.gt).name}"
+    if args.layout == "consistent4d":
+        summary = score_consistent4d(args.pred, args.gt, _evaluator(args, device))
+        rows = {name: s["metrics"] for name, s in summary["objects"].items()}
+        rows["**overall**"] = summary["metrics"]
+        _write_results(summary, args.output, title, rows)
+    else:
+        _write_results(score_folders(args.pred, args.gt, _evaluator(args, device)), args.output, title)
     return EXIT_OK
 
 

@@ -28,7 +28,7 @@ from ..errors import InputError, MissingWeightsError
 from . import metrics as M
 
 __all__ = ["METRICS", "HIGHER_IS_BETTER", "CROPS", "CROP_MARGIN", "DEFAULT_BACKGROUND", "Evaluator", "ViewScores",
-           "summarize", "composite", "gt_bbox_crop"]
+           "summarize", "aggregate", "composite", "gt_bbox_crop"]
 
 METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "clip", "iou", "flicker", "fvd")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips_vgg": False, "lpips_alex": False, "clip": True, "iou": True,
@@ -251,3 +251,25 @@ def summarize(views: dict[str, ViewScores], evaluator: Evaluator, extra: Optiona
                            "per_frame": v.per_frame}
     return {"metrics": result, "views": per_view, "num_views": len(views),
             "num_frames": sorted(num_frames)[0] if len(num_frames) == 1 else sorted(num_frames)}
+
+
+def aggregate(per_item: dict[str, dict], pooled_views: dict[str, ViewScores], evaluator: Evaluator) -> dict:
+    """Overall metrics of several summaries (assets, objects): the mean over items of each metric, and FVD
+    pooled over every (item, view) clip in ``pooled_views`` (keys must be unique across items)."""
+    pooled = summarize(pooled_views, evaluator)["metrics"] if pooled_views else {}
+    names = list(dict.fromkeys(m for item in per_item.values() for m in item["metrics"]))
+    out = {}
+    for m in names:
+        if m == "fvd" and pooled:
+            out[m] = dict(pooled["fvd"])
+            continue
+        entries = [item["metrics"][m] for item in per_item.values() if m in item["metrics"]]
+        vals = [e["value"] for e in entries if e["value"] is not None]
+        entry = {"value": float(np.mean(vals)) if vals else None, "status": "computed" if vals else "skipped",
+                 "reason": None if vals else next((e.get("reason") for e in entries if e.get("reason")), "no data"),
+                 "higher_is_better": entries[0]["higher_is_better"], "items": len(vals)}
+        gts = [e["ground_truth"] for e in entries if e.get("ground_truth") is not None]
+        if gts:
+            entry["ground_truth"] = float(np.mean(gts))
+        out[m] = entry
+    return out
