@@ -112,7 +112,7 @@ def run_benchmark(assets: str | Path, model: str | Path, report_dir: str | Path,
     from ..data.layout import FolderDataset
     from ..io.output import OutputFolder
     from .asset import open_sample, read_output, score_asset
-    from .report import contact_sheet, metrics_table, write_json, write_text
+    from .report import contact_sheet, write_json, write_text
 
     if not Path(model).is_dir():
         raise InputError(f"model folder {model} does not exist", "pass an SS4D pipeline folder with --model")

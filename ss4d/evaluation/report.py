@@ -13,6 +13,8 @@ import numpy as np
 
 from trellis_ext.atomic import atomic_file
 
+from ..export import json_default
+
 __all__ = ["write_json", "write_text", "metrics_table", "contact_sheet", "METRIC_LABELS"]
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips_vgg": "LPIPS-VGG", "lpips_alex": "LPIPS-Alex",
@@ -21,16 +23,6 @@ METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips_vgg": "LPIPS-VGG", 
 SHEET_GAP = 4            # pixels between contact-sheet tiles
 SHEET_LABEL_HEIGHT = 14  # pixels of the label strip above each row
 SHEET_BACKGROUND = 255
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _clean(o):
@@ -46,7 +38,7 @@ def _clean(o):
 
 def write_json(path: str | Path, data: dict) -> None:
     with atomic_file(path, "w", encoding="utf-8") as f:
-        json.dump(_clean(data), f, indent=2, default=_json_default)
+        json.dump(_clean(data), f, indent=2, default=json_default)
         f.write("\n")
 
 
