@@ -147,3 +147,26 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, expect):
     assert len(lines) == 1 and lines[0].startswith("ss4d-eval: error:"), err
     assert __import__("re").search(expect, lines[0]), lines[0]
     assert not (tmp_path / "m.json").exists()
+
+
+def test_gt_bbox_crop_geometry():
+    import torch
+    import torch.nn.functional as F
+
+    from ss4d.evaluation.scoring import gt_bbox_crop
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 4, 32, 32, generator=g)
+    alpha = torch.zeros(2, 32, 32)
+    alpha[0, 10:20, 8:16] = 1   # rows 10..19, cols 8..15: 10 x 8 -> side ceil(11.0) = 11 around (15, 12)
+    alpha[1, 12:14, 9:11] = 1   # inside the union: the box is per view, not per frame
+    pred, gt = gt_bbox_crop(x, x.clone(), alpha, margin=1.1)
+    ref = F.interpolate(x[..., 9:20, 6:17], size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(pred, ref, atol=1e-6) and torch.allclose(gt, ref, atol=1e-6)
+    # a box leaving the image is padded with the fill colour (alpha 0)
+    corner = torch.zeros(1, 32, 32)
+    corner[0, :20, :20] = 1       # side 22 around (10, 10): rows -1..20 -> one padded row/column
+    p, _ = gt_bbox_crop(x[:1], x[:1], corner, margin=1.1, fill=(0.25, 0.5, 0.75, 0.0))
+    raw = torch.cat([F.pad(x[:1, c:c + 1], (1, 1, 1, 1), value=v) for c, v in enumerate((0.25, 0.5, 0.75, 0.0))], 1)
+    ref = F.interpolate(raw[..., 0:22, 0:22], size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(p, ref, atol=1e-6)

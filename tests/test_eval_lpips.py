@@ -66,6 +66,8 @@ def test_lpips_perturbation_order_and_gradient(monkeypatch, tmp_path):
     small = model((gt + 0.02 * noise).clamp(0, 1), gt)
     large = model((gt + 0.2 * noise).clamp(0, 1), gt)
     assert 0 < float(small) < float(large)
+    blurred = torch.nn.functional.avg_pool2d(gt, 5, stride=1, padding=2, count_include_pad=False)
+    assert float(model(blurred, gt)) > 0
     pred = (gt + 0.1 * noise).clamp(0, 1).requires_grad_(True)
     model(pred, gt).sum().backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0

@@ -95,6 +95,19 @@ def test_ssim_perfect_score_and_perturbations():
     assert (ssim(noisy, gt) < 1).all()
 
 
+def _blur(x, sigma):
+    k = gaussian_window(9, sigma, dtype=x.dtype)
+    k2 = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 9, 9)
+    return F.conv2d(F.pad(x, (4, 4, 4, 4), mode="reflect"), k2, groups=x.shape[1])
+
+
+def test_blur_moves_psnr_and_ssim_down():
+    gt = _images(h=48, w=48, seed=11)
+    weak, strong = _blur(gt, 0.7), _blur(gt, 2.0)
+    assert (psnr(strong, gt) < psnr(weak, gt)).all() and (psnr(weak, gt) < psnr(gt, gt)).all()
+    assert (ssim(strong, gt) < ssim(weak, gt)).all() and (ssim(weak, gt) < 1).all()
+
+
 def test_ssim_differentiable():
     pred = _images(seed=5).float().requires_grad_(True)
     gt = _images(seed=6).float()

@@ -34,7 +34,6 @@ METRICS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "clip", "iou", "flicker", 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips_vgg": False, "lpips_alex": False, "clip": True, "iou": True,
                     "flicker": False, "fvd": False, "chamfer": False}
 PER_FRAME = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "clip", "iou")
-NETWORK_METRICS = {"lpips_vgg": "vgg", "lpips_alex": "alex", "clip": "clip", "fvd": "i3d"}
 CROPS = ("none", "gt-bbox")
 CROP_MARGIN = 1.1  # box side = this x the longer side of the ground truth's alpha box
 DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)
@@ -49,8 +48,7 @@ def composite(rgba: torch.Tensor, background: Sequence[float]) -> torch.Tensor:
 
 
 def gt_bbox_crop(pred: torch.Tensor, gt: torch.Tensor, gt_alpha: torch.Tensor, margin: float = CROP_MARGIN,
-                 fill: Sequence[float] = DEFAULT_BACKGROUND, fill_pred_alpha: bool = True
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 fill: Sequence[float] = DEFAULT_BACKGROUND) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop ``pred``/``gt`` ``[T, C, H, W]`` to the square box around the union of ``gt_alpha`` [T, H, W] > 0,
     widened by ``margin``, padded with ``fill`` (per channel; alpha padded with 0), resized to H x H."""
     mask = (gt_alpha > 0).any(0)
@@ -74,7 +72,11 @@ def gt_bbox_crop(pred: torch.Tensor, gt: torch.Tensor, gt_alpha: torch.Tensor, m
                 padded.append(F.pad(x[:, c:c + 1], (pad, pad, pad, pad), value=value))
             x = torch.cat(padded, 1)
         x = x[..., y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
-        return F.interpolate(x, size=(h, h), mode="area") if side != h else x
+        if side == h:
+            return x
+        if side > h:
+            return F.interpolate(x, size=(h, h), mode="area")
+        return F.interpolate(x, size=(h, h), mode="bilinear", align_corners=False, antialias=False)
 
     return crop(pred), crop(gt)
 
