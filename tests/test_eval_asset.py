@@ -78,11 +78,11 @@ def samples(tmp_path_factory):
     return out
 
 
-def _score(capsys, tmp, sample, alignment):
+def _score(capsys, tmp, sample, alignment, *extra):
     ds, clip_id, _, output = sample
     report = tmp / f"{alignment}.json"
     code = main(["asset", "--output", str(output), "--gt", str(ds.root / "clips" / clip_id), "-o", str(report),
-                 "--alignment", alignment, "--weights", str(tmp / "none"), "--device", "cpu"])
+                 "--alignment", alignment, "--weights", str(tmp / "none"), "--device", "cpu", *extra])
     err = capsys.readouterr().err
     assert code == 0, err
     return json.loads(report.read_text())["metrics"]
@@ -104,10 +104,18 @@ def test_alignment_maps_reference_camera_onto_conditioning_camera(samples):
 
 
 def test_front_sample_silhouettes_and_voxels_match(samples, tmp_path, capsys):
-    m = _score(capsys, tmp_path, samples["front"], "input-view")
+    m = _score(capsys, tmp_path, samples["front"], "input-view", "--save-renders", str(tmp_path / "renders"))
     assert m["iou"]["value"] > MATCH_IOU
     assert m["chamfer"]["value"] < 1e-6  # the same voxels
     assert m["psnr"]["status"] == "computed" and m["lpips_vgg"]["value"] is None
+    # the saved renders, scored by `ss4d-eval images`, give the same numbers
+    assert sorted(p.name for p in (tmp_path / "renders" / "pred").iterdir()) == ["000", "001", "002"]
+    code = main(["images", "--pred", str(tmp_path / "renders" / "pred"), "--gt", str(tmp_path / "renders" / "gt"),
+                 "-o", str(tmp_path / "images.json"), "--weights", str(tmp_path / "none")])
+    assert code == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "images.json").read_text())["metrics"]
+    for k in ("psnr", "ssim", "iou", "flicker"):
+        assert again[k]["value"] == pytest.approx(m[k]["value"], abs=1e-6), k
 
 
 def test_random_sample_needs_the_alignment(samples, tmp_path, capsys):

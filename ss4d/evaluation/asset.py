@@ -27,11 +27,12 @@ from .metrics import chamfer_distance
 from .scoring import Evaluator, ViewScores, summarize
 
 __all__ = ["GeneratedOutput", "read_output", "open_sample", "render_views", "score_asset", "AssetScore",
-           "RESULT_FILE", "GAUSSIANS_DIR", "COORDS_DIR"]
+           "save_renders", "RESULT_FILE", "GAUSSIANS_DIR", "COORDS_DIR", "PRED_DIR", "GT_DIR"]
 
 RESULT_FILE = "result.json"
 GAUSSIANS_DIR = "gaussians"
 COORDS_DIR = "coords"
+PRED_DIR, GT_DIR = "pred", "gt"  # --save-renders: two folders in ss4d-eval images' layout
 
 
 @dataclass
@@ -129,12 +130,15 @@ def render_views(gaussians, cameras, alignment: np.ndarray, size: int, device: t
 
 @dataclass
 class AssetScore:
-    """The summary (JSON-ready), the per-view scores (for pooling FVD), and sample images for a sheet:
-    ``frames[(t, v)] = (pred uint8 [H, W, 3], gt uint8 [H, W, 3])`` over white."""
+    """The summary (JSON-ready), the per-view scores (for pooling FVD), sample images for a sheet
+    (``frames[(t, v)] = (pred uint8 [H, W, 3], gt uint8 [H, W, 3])`` over white) and, when asked, every
+    compared image (``images[view] = (pred, gt)`` uint8 RGBA [T, H, W, 4]) with the frame numbers."""
 
     summary: dict
     views: dict[str, ViewScores]
     frames: dict
+    images: Optional[dict] = None
+    frame_numbers: Optional[list[int]] = None
 
 
 def _to_u8(rgba: np.ndarray) -> np.ndarray:
@@ -147,12 +151,13 @@ def _over_white(rgba: np.ndarray) -> np.ndarray:
 
 def score_asset(output: GeneratedOutput, dataset: FolderDataset, record: dict, evaluator: Evaluator,
                 views: Optional[int] = None, resolution: Optional[int] = None, alignment: str = "input-view",
-                device: str | torch.device = "cpu", keep_frames: tuple[int, ...] = (),
+                device: str | torch.device = "cpu", keep_frames: tuple[int, ...] = (), keep_images: bool = False,
                 progress: Optional[Callable[[], None]] = None) -> AssetScore:
     """Render ``output`` at the sample's ground-truth cameras and score it (see the module docstring).
 
     ``views``: the first N ground-truth views (default all); ``resolution``: render / compare size
-    (default the ground truth's); ``keep_frames``: view indices whose images are kept for a sheet.
+    (default the ground truth's); ``keep_frames``: view indices whose images are kept for a sheet;
+    ``keep_images``: keep every compared image (for :func:`save_renders`).
     """
     device = torch.device(device)
     clip_id = record["clip_id"]
@@ -205,4 +210,21 @@ def score_asset(output: GeneratedOutput, dataset: FolderDataset, record: dict, e
                          "resolution": size, "alignment": alignment, "alignment_matrix": align.tolist(),
                          "cond_frames": int(cond_rgba.shape[0])}
     summary["output"] = {"path": str(output.root), "random_weights": output.random_weights}
-    return AssetScore(summary, scores, frames)
+    images = ({f"{v:03d}": (np.stack(pred_views[v]), np.stack(gt_views[v])) for v in pred_views}
+              if keep_images else None)
+    return AssetScore(summary, scores, frames, images, list(output.source_frames))
+
+
+def save_renders(score: AssetScore, folder: Path) -> None:
+    """Write the compared images as ``folder/{pred,gt}/<view>/<frame>.png`` (RGBA), the layout that
+    ``ss4d-eval images`` reads, so a run can be looked at or re-scored."""
+    from PIL import Image
+
+    from ..data.layout import view_file
+
+    for view, (pred, gt) in score.images.items():
+        for sub, arr in ((PRED_DIR, pred), (GT_DIR, gt)):
+            d = folder / sub / view
+            d.mkdir(parents=True, exist_ok=True)
+            for t, img in zip(score.frame_numbers, arr):
+                Image.fromarray(img, "RGBA").save(d / view_file(t))

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alignment", choices=("input-view", "canonical"), default="input-view",
                    help="input-view (default): the input was seen from the toolkit's front camera; canonical: none")
     s.add_argument("-o", "--report", metavar="JSON", help="write the results here (and a .md table beside it)")
+    s.add_argument("--save-renders", metavar="DIR",
+                   help="also write the compared images as DIR/{pred,gt}/<view>/<frame>.png (ss4d-eval images' layout)")
+    s.add_argument("--overwrite", action="store_true", help="replace --save-renders DIR if it exists")
     _common(s)
 
     s = sub.add_parser("benchmark", help="render animated assets, run a model, score it, write a report")
@@ -194,14 +197,19 @@ def _images(args) -> int:
 
 
 def _asset(args) -> int:
-    from .asset import open_sample, read_output, score_asset
+    from ..io.output import OutputFolder
+    from .asset import open_sample, read_output, save_renders, score_asset
 
     device = _device(args.device)
     output = read_output(args.output)
     dataset, record = open_sample(args.gt, args.clip)
+    renders = OutputFolder(args.save_renders, args.overwrite) if args.save_renders else None  # checked up front
     ev = _evaluator(args, device)
     score = score_asset(output, dataset, record, ev, views=args.views, resolution=args.resolution,
-                        alignment=args.alignment, device=device)
+                        alignment=args.alignment, device=device, keep_images=renders is not None)
+    if renders is not None:
+        with renders as tmp:
+            save_renders(score, tmp)
     if output.random_weights:
         score.summary["note"] = "the output was generated with RANDOM weights: its scores say nothing about quality"
     _write_results(score.summary, args.report, record["clip_id"])
