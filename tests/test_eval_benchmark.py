@@ -25,6 +25,7 @@ def setup(tmp_path_factory):
     assets = root / "assets"
     assets.mkdir()
     shutil.copy(ASSET, assets)
+    (assets / "broken.glb").write_bytes(b"not a glTF file")  # reported, the rest still scored
     return assets, write_tiny_video_to_4d(str(root / "tiny_ss4d"))
 
 
@@ -36,7 +37,9 @@ def test_benchmark_report(setup, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
-    assert report["random_weights"] is True and report["failures"] == {}
+    assert report["random_weights"] is True
+    (failed, why), = report["failures"].items()
+    assert failed.startswith("broken.glb") and "ground truth failed" in why
     (clip_id, asset), = report["per_asset"].items()
     assert asset["sample"]["views"] == 2 and asset["sample"]["frames"] == [0, 1]
     assert asset["sample"]["alignment_matrix"] == np.eye(4).tolist()  # front input camera: exact
@@ -47,6 +50,7 @@ def test_benchmark_report(setup, tmp_path, capsys):
     for m in ("lpips_vgg", "lpips_alex", "clip", "fvd"):
         assert overall[m]["value"] is None and "no weights" in overall[m]["reason"]
     md = (out / "report.md").read_text()
+    assert "## Not scored" in md and "broken.glb" in md
     assert "RANDOM weights" in md and "fvd: skipped — no weights" in md and "psnr: computed over 1 assets" in md
     assert (out / "outputs" / clip_id / "result.json").is_file()
     assert (out / "dataset" / "clips" / clip_id / "clip.json").is_file()

@@ -24,6 +24,7 @@ from ..data.voxelize import voxel_centers
 from ..errors import InputError
 from .alignment import aligned_camera, input_alignment, transform_points
 from .metrics import chamfer_distance
+from .report import over_white
 from .scoring import Evaluator, ViewScores, summarize
 
 __all__ = ["GeneratedOutput", "read_output", "open_sample", "render_views", "score_asset", "AssetScore",
@@ -145,10 +146,6 @@ def _to_u8(rgba: np.ndarray) -> np.ndarray:
     return (np.clip(rgba, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _over_white(rgba: np.ndarray) -> np.ndarray:
-    return (np.clip(rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:]), 0, 1) * 255).round().astype(np.uint8)
-
-
 def score_asset(output: GeneratedOutput, dataset: FolderDataset, record: dict, evaluator: Evaluator,
                 views: Optional[int] = None, resolution: Optional[int] = None, alignment: str = "input-view",
                 device: str | torch.device = "cpu", keep_frames: tuple[int, ...] = (), keep_images: bool = False,
@@ -187,7 +184,7 @@ def score_asset(output: GeneratedOutput, dataset: FolderDataset, record: dict, e
             pred_views.setdefault(v, []).append(_to_u8(pred[v]))
             gt_views.setdefault(v, []).append(_to_u8(gt[v]))
             if v in keep_frames:
-                frames[(i, v)] = (_over_white(pred[v]), _over_white(gt[v]))
+                frames[(i, v)] = (over_white(pred[v]), over_white(gt[v]))
         if output.coord_files:
             from ..export import load_coords
 

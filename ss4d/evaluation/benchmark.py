@@ -57,8 +57,9 @@ class BenchmarkSettings:
     progress: bool = True
 
 
-def build_ground_truth(assets: str | Path, out: Path, s: BenchmarkSettings) -> list[dict]:
-    """Build the ground-truth dataset with the data toolkit; returns its clip records (failures raise)."""
+def build_ground_truth(assets: str | Path, out: Path, s: BenchmarkSettings) -> tuple[list[dict], dict[str, str]]:
+    """Build the ground-truth dataset with the data toolkit: (clip records, {asset: why it failed});
+    raises when no clip could be built."""
     from ..data.build import DEFAULT_EXTENSIONS, DEFAULT_FPS, BuildConfig, DatasetBuilder, find_assets
     from ..data.layout import FolderDataset
     from ..data.render import RenderSettings
@@ -72,11 +73,13 @@ def build_ground_truth(assets: str | Path, out: Path, s: BenchmarkSettings) -> l
                       steps=GT_STEPS, progress=s.progress)
     summary = DatasetBuilder(cfg).run(paths)
     records = [r for r in FolderDataset(out).clip_records() if r.get("status") == "ok"]
-    failures = [f"{f.asset}: {f.error}" for f in summary.failures]
+    failures = {f["asset"] + (f" ({f['clip']})" if f["clip"] else ""): f"ground truth failed at {f['step']}: "
+                f"{f['error']}" for f in summary.failures}  # RunSummary.failures: asdict(Failure)
     if not records:
-        raise InputError(f"the data toolkit produced no clip from {assets} ({'; '.join(failures) or 'no clips'})",
+        raise InputError(f"the data toolkit produced no clip from {assets} "
+                         f"({'; '.join(f'{k}: {v}' for k, v in failures.items()) or 'no clips'})",
                          "check the assets with ss4d-build-dataset")
-    return records
+    return records, failures
 
 
 def _generate(cond_dir: Path, model: str, out: Path, frames: int, seed: int, device: torch.device) -> Optional[str]:
@@ -95,11 +98,10 @@ def _generate(cond_dir: Path, model: str, out: Path, frames: int, seed: int, dev
 
 
 def _sheet_rows(clip_id: str, cond: np.ndarray, frames: dict, times: list[int]) -> list:
-    def over_white(rgba):
-        a = rgba[..., 3:4].astype(np.float32) / 255
-        return (rgba[..., :3] * a + 255 * (1 - a)).round().astype(np.uint8)
+    from .report import over_white
 
-    return [(f"{clip_id}: input (t = {', '.join(map(str, times))})", [over_white(cond[t]) for t in times]),
+    return [(f"{clip_id}: input (t = {', '.join(map(str, times))})",
+             [over_white(cond[t].astype(np.float32) / 255.0) for t in times]),
             (f"{clip_id}: generated, view {SHEET_VIEW}", [frames[(t, SHEET_VIEW)][0] for t in times]),
             (f"{clip_id}: ground truth, view {SHEET_VIEW}", [frames[(t, SHEET_VIEW)][1] for t in times])]
 
@@ -121,10 +123,10 @@ def run_benchmark(assets: str | Path, model: str | Path, report_dir: str | Path,
     t0 = time.time()
     folder = OutputFolder(report_dir, overwrite)
     with folder as tmp:
-        records = build_ground_truth(assets, tmp / DATASET_DIR, s)
+        records, failures = build_ground_truth(assets, tmp / DATASET_DIR, s)
         dataset = FolderDataset(tmp / DATASET_DIR)
         times = sorted(set(np.linspace(0, s.frames - 1, min(s.sheet_times, s.frames)).round().astype(int).tolist()))
-        per_asset, failures, sheet, pooled, random_weights = {}, {}, [], {}, False
+        per_asset, sheet, pooled, random_weights = {}, [], {}, False
         bar = tqdm(records, desc="benchmark", disable=not s.progress)
         for rec in bar:
             clip_id = rec["clip_id"]

@@ -15,7 +15,7 @@ from trellis_ext.atomic import atomic_file
 
 from ..export import json_default
 
-__all__ = ["write_json", "write_text", "metrics_table", "contact_sheet", "METRIC_LABELS"]
+__all__ = ["write_json", "write_text", "metrics_table", "contact_sheet", "over_white", "METRIC_LABELS"]
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips_vgg": "LPIPS-VGG", "lpips_alex": "LPIPS-Alex",
                  "clip": "CLIP-S", "iou": "silhouette IoU", "flicker": "flicker", "fvd": "FVD (pooled)",
@@ -85,6 +85,11 @@ def metrics_table(rows: dict[str, dict], title: Optional[str] = None) -> str:
         lines += [f"- {METRIC_LABELS.get(k, k)}: {r}" for k, r in skipped.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA float in [0, 1] ``[..., 4]`` -> uint8 RGB over white, for people to look at."""
+    return (np.clip(rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:]), 0, 1) * 255).round().astype(np.uint8)
 
 
 def contact_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], path: str | Path, tile: int = 128) -> None:
