@@ -28,7 +28,9 @@ from .weights import require_weights
 __all__ = ["I3D_SIZE", "I3D_MIN_FRAMES", "load_i3d", "i3d_features", "fvd_from_features"]
 
 I3D_SIZE = 224
-I3D_MIN_FRAMES = 8  # the I3D's temporal pooling needs clips of at least this many frames
+# our floor on clip length: I3D downsamples time 8x before its last pooling, so shorter clips leave it
+# nothing to pool (not checked against the real network: its weights are not available here)
+I3D_MIN_FRAMES = 8
 I3D_KWARGS = {"rescale": False, "resize": False, "return_features": True}
 
 
