@@ -5,8 +5,9 @@ The protocol of Consistent4D's ``compute_image_level_metrics.py`` that SS4D repo
 The encoder is read from a local transformers folder (a full CLIP folder or a vision-only one);
 nothing is downloaded. Preprocessing is CLIP's, in torch (so it runs on the images' device):
 shorter side resized to the model's input size (bicubic, antialiased), centre crop, CLIP
-normalisation. PIL's bicubic differs from torch's in the last digit; scores match CLIPImageProcessor's
-to about 1e-3.
+normalisation. Torch's antialiased bicubic is not PIL's (CLIPImageProcessor), so resized inputs
+differ slightly from the processor's; the effect on CLIP-S was not measured (no CLIP weights here).
+Images already at the model's input size are fed exactly as the processor would (tested).
 """
 from __future__ import annotations
 
