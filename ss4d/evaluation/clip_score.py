@@ -7,7 +7,7 @@ nothing is downloaded. Preprocessing is CLIP's, in torch (so it runs on the imag
 shorter side resized to the model's input size (bicubic, antialiased), centre crop, CLIP
 normalisation. Torch's antialiased bicubic is not PIL's (CLIPImageProcessor), so resized inputs
 differ slightly from the processor's; the effect on CLIP-S was not measured (no CLIP weights here).
-Images already at the model's input size are fed exactly as the processor would (tested).
+Images already at the model's input size are only normalised (tested against the model's own forward).
 """
 from __future__ import annotations
 
