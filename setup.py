@@ -18,7 +18,8 @@ EXTRAS = {
     # GPU backends; installed only on machines with CUDA (see Makefile). spconv-cu120 has no
     # Python 3.12 wheel, spconv-cu126 does. flash-attn has no wheel on PyPI, so it is not listed.
     "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging"],
-    "dev": ["pytest>=7", "pytest-timeout"],
+    # scikit-image: the independent SSIM reference of tests/test_eval_metrics.py
+    "dev": ["pytest>=7", "pytest-timeout", "scikit-image>=0.21"],
     "pipeline": ["transformers>=4.48", "accelerate>=0.30"],
     # data toolkit (ss4d-build-dataset): DINOv2-with-registers lives in transformers>=4.48; webdataset
     # writes and streams the packed shards (ss4d-pack-dataset). Blender
@@ -26,6 +27,9 @@ EXTRAS = {
     "data": ["transformers>=4.48", "webdataset>=0.2.86"],
     # `ss4d-build-dataset --executor ray` (a Ray cluster of many GPU machines; docs/data.md)
     "ray": ["ray>=2.9"],
+    # ss4d-eval: torchmetrics ships the LPIPS v0.1 linear heads (no torchvision needed); CLIP-S reads a
+    # local transformers CLIP folder
+    "eval": ["torchmetrics>=1.4", "transformers>=4.48"],
 }
 
 setup(
@@ -40,6 +44,7 @@ setup(
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
                                     "ss4d-build-dataset = ss4d.data.build:main",
-                                    "ss4d-pack-dataset = ss4d.data.shards:main"]},
+                                    "ss4d-pack-dataset = ss4d.data.shards:main",
+                                    "ss4d-eval = ss4d.evaluation.cli:main"]},
     license="MIT",
 )

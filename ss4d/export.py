@@ -25,7 +25,7 @@ import numpy as np
 from trellis_ext.representations import save_ply
 
 __all__ = ["save_gaussians", "save_coords", "save_images", "write_video", "write_result_json", "versions",
-           "frame_name", "load_coords"]
+           "frame_name", "load_coords", "json_default"]
 
 VIDEO_QUALITY = 7  # imageio-ffmpeg's 0-10 scale
 
@@ -109,19 +109,21 @@ def versions() -> Dict[str, str]:
     return out
 
 
-def write_result_json(path: Path, data: Dict[str, Any]) -> str:
-    def default(o):
-        if isinstance(o, (np.integer,)):
-            return int(o)
-        if isinstance(o, (np.floating,)):
-            return float(o)
-        if isinstance(o, Path):
-            return str(o)
-        if isinstance(o, tuple):
-            return list(o)
+def json_default(o):
+    """``json.dump(default=...)`` for result files: numpy scalars as numbers, paths and the rest as strings."""
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
         return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
 
+
+def write_result_json(path: Path, data: Dict[str, Any]) -> str:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=default)
+        json.dump(data, f, indent=2, default=json_default)
         f.write("\n")
     return str(path)
