@@ -25,7 +25,7 @@ from ss4d.exports.splat import SPLAT_DTYPE, read_splat, save_splat  # noqa: E402
 
 FAST = MESH_QUALITY["fast"]
 RADIUS = 0.3
-#: The sphere test's tolerances ("a few percent"): measured +1.1 % / +2.9 % with the fast settings.
+#: The sphere test's tolerances ("a few percent"): measured +1.2 % / +3.3 % with the fast settings.
 RADIUS_RTOL, VOLUME_RTOL = 0.02, 0.05
 GLTF_VALIDATOR = REPO / ".node" / "node_modules" / "gltf-validator"
 
@@ -226,3 +226,53 @@ def test_write_exports_all_kinds(tmp_path):
         assert np.allclose(dz, np.asarray(Y_UP_TRANSFORM) @ (0, 0, 0.05), atol=0.01), (kind, dz)
     assert len(read_splat(tmp_path / files["splat"][1])) == 3000
     assert (tmp_path / "animation.glb").is_file()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """``ss4d-generate`` on the demo clip with the tiny random pipeline and every export."""
+    from ss4d.cli import main
+    from ss4d.tiny import write_tiny_video_to_4d
+
+    base = tmp_path_factory.mktemp("demo_export")
+    model = write_tiny_video_to_4d(str(base / "tiny_ss4d"))
+    out = base / "out"
+    code = main([str(REPO / "assets" / "dancing_robot_fg.mp4"), "-o", str(out), "--model", model, "--frames", "2",
+                 "--stride", "8", "--resolution", "32", "--render", "none", "--no-progress", "--quiet",
+                 "--export", "all", "--mesh-quality", "fast"])
+    assert code == 0
+    return out
+
+
+def test_cli_export_lists_and_writes_every_file(demo_run):
+    result = json.loads((demo_run / "result.json").read_text())
+    files = result["files"]
+    for kind in EXPORT_KINDS:
+        assert files[kind], kind
+        for rel in files[kind]:
+            assert (demo_run / rel).is_file(), rel
+    assert len(files["splat"]) == len(files["gaussians"]) == 2
+    for ply, splat, n in zip(files["gaussians"], files["splat"], result["gaussians_per_frame"]):
+        assert len(read_splat(demo_run / splat)) == n
+    assert "exports" in result["timings_s"]
+
+
+def test_cli_glb_of_the_demo_moves(demo_run):
+    """The demo's GLB loads back, has 2 frame meshes, and their vertices differ (the object changes)."""
+    gltf = pygltflib.GLTF2().load(str(demo_run / "animation.glb"))
+    blob = gltf.binary_blob()
+    frames = [n for n in gltf.nodes if n.name.startswith("frame_")]
+    assert len(frames) == 2 and all(n.mesh is not None for n in frames)
+    pos = [_accessor(gltf, blob, gltf.meshes[n.mesh].primitives[0].attributes.POSITION) for n in frames]
+    same_size = len(pos[0]) == len(pos[1])
+    assert not same_size or not np.allclose(pos[0], pos[1], atol=1e-4)
+    if shutil.which("node") and GLTF_VALIDATOR.is_dir():
+        assert validate_with_khronos(demo_run / "animation.glb")["numErrors"] == 0
+
+
+def test_cli_bad_export_is_one_line_exit_2(capsys):
+    from ss4d.cli import EXIT_BAD_INPUT, main
+
+    assert main(["x.mp4", "--export", "glb,fbx"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "fbx" in err and len(err.splitlines()) == 1

@@ -74,7 +74,7 @@ class MeshSettings:
     views: int = 24
     image_size: int = 192
     truncation_voxels: float = 3.0
-    alpha_threshold: float = 0.8
+    alpha_threshold: float = 0.5
     target_faces: int = 20000
 
     def __post_init__(self):
