@@ -5,7 +5,8 @@ Until trained weights ship, it uses a tiny pipeline with **random weights** that
 ``checkpoints/tiny_ss4d/`` on first use (a few seconds; ignored by git). Random weights mean the
 Gaussians are an abstract shape, not the dancing robot: the demo shows the whole path working
 (video reading, matting, preprocessing, both flow stages, decoding, PLY/npz export, renders,
-result.json). With ``--model PATH`` pointing at the official SS4D folder it runs the real thing.
+an animated GLB and .splat files, result.json). With ``--model PATH`` pointing at the official SS4D
+folder it runs the real thing.
 
 Outputs go to ``outputs/demo/`` (see ``result.json`` there). Extra arguments after ``--`` are
 passed to ``ss4d-generate`` unchanged, e.g. ``python scripts/demo.py -- --render grid``.
@@ -21,6 +22,8 @@ sys.path.insert(0, REPO)
 
 CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
 TINY = os.path.join(REPO, "checkpoints", "tiny_ss4d")
+#: The files people open elsewhere: an animated GLB and .splat per frame (README "Exports").
+EXPORTS = ["--export", "glb,splat", "--mesh-quality", "fast"]
 
 
 def generate_command() -> list:
@@ -52,12 +55,13 @@ def main() -> int:
         print("[demo] NOTE: the weights are RANDOM, so the result is an abstract blob, not the robot; "
               "it shows every stage working. Pass --model <SS4D folder> for the real model.", flush=True)
     cmd = generate_command() + [args.video, "-o", args.output, "--model", model, "--frames", str(args.frames),
-                                "--stride", str(args.stride), "--overwrite"] + args.extra
+                                "--stride", str(args.stride), "--overwrite"] + EXPORTS + args.extra
     print("[demo] $ " + " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd), flush=True)
     code = subprocess.call(cmd, cwd=REPO)
     if code == 0:
         print(f"[demo] done in {time.time() - t0:.1f} s: open {os.path.relpath(args.output, REPO)}/renders/*.mp4; "
-              f"per-frame Gaussians in gaussians/*.ply, voxels in coords/*.npz, settings in result.json", flush=True)
+              f"per-frame Gaussians in gaussians/*.ply and splat/*.splat, the animated mesh in animation.glb, voxels in "
+              f"coords/*.npz, settings in result.json", flush=True)
     return code
 
 

@@ -34,7 +34,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver")
                                                 else None)
 ARTIFACTS = Path(os.environ.get("SS4D_TEST_ARTIFACTS", str(REPO / "test-artifacts")))
-STARTUP_S, RUN_S, PAGE_S, VIEWER_SETTLE_S = 120, 150, 30, 5
+STARTUP_S, RUN_S, PAGE_S, VIEWER_SETTLE_S = 120, 150, 30, 10
 WINDOW = (1400, 1500)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
