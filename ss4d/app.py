@@ -77,10 +77,10 @@ class RunStore:
     def new_run(self, session: Optional[str]) -> Path:
         """A fresh, empty folder for one generation (older runs beyond ``max_runs - 1`` are deleted)."""
         with self.lock:
-            runs = sorted(self.root.glob("run-*"), key=lambda p: p.stat().st_mtime)
+            runs = sorted(self.root.glob("run-*"))   # names start with the creation time in ns
             for old in runs[:max(0, len(runs) - (self.max_runs - 1))]:
                 shutil.rmtree(old, ignore_errors=True)
-            run = self.root / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+            run = self.root / f"run-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
             run.mkdir(parents=True)
             self.sessions.setdefault(session or "", []).append(run)
             return run

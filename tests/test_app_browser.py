@@ -36,6 +36,9 @@ CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.pa
 ARTIFACTS = Path(os.environ.get("SS4D_TEST_ARTIFACTS", str(REPO / "test-artifacts")))
 STARTUP_S, RUN_S, PAGE_S, VIEWER_SETTLE_S = 120, 150, 30, 10
 WINDOW = (1400, 1500)
+#: Progress bar titles of the stages (tqdm descriptions shown by gradio); the long ones are checked.
+STAGES = ("Reading the input", "Sparse structure", "Structured latent", "Rendering", "Meshing")
+PROGRESS_POLL_S = 0.3
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
@@ -125,9 +128,15 @@ def test_generate_in_the_browser(app_url, browser):
     for elem_id, value in (("ss4d-frames", 2), ("ss4d-stride", 8), ("ss4d-steps", 2), ("ss4d-resolution", 64)):
         _set_number(browser, elem_id, value)
     browser.find_element(By.ID, "ss4d-generate").click()
+    progress = set()
+
+    def finished(d) -> bool:
+        for tracker in d.find_elements(By.CSS_SELECTOR, "[data-testid='status-tracker']"):
+            progress.update(stage for stage in STAGES if stage in tracker.text)
+        return "Done" in d.find_element(By.ID, "ss4d-status").text or bool(_error_text(d))
+
     try:
-        WebDriverWait(browser, RUN_S).until(
-            lambda d: "Done" in d.find_element(By.ID, "ss4d-status").text or _error_text(d))
+        WebDriverWait(browser, RUN_S, poll_frequency=PROGRESS_POLL_S).until(finished)
     except TimeoutException:
         _screenshot(browser, "app_timeout.png")
         raise
@@ -135,6 +144,7 @@ def test_generate_in_the_browser(app_url, browser):
     shot = _screenshot(browser, "app_result.png")
     assert not _error_text(browser), _error_text(browser)
     assert "Random weights" in browser.find_element(By.ID, "ss4d-status").text
+    assert {"Rendering", "Meshing"} <= progress, f"per-stage progress not shown (saw {sorted(progress)})"
     for elem_id in ("ss4d-input-video", "ss4d-turntable", "ss4d-novel"):
         videos = browser.find_elements(By.CSS_SELECTOR, f"#{elem_id} video")
         assert videos and videos[0].get_attribute("src"), f"no video in #{elem_id}"
