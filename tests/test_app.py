@@ -5,7 +5,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import REPO
@@ -18,12 +17,7 @@ from ss4d.tiny import write_tiny_video_to_4d  # noqa: E402
 CLIP = REPO / "assets" / "dancing_robot_fg.mp4"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_input_path_video_frames_and_errors(tmp_path):

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO
 from trellis_ext.representations import Gaussian, save_ply
-from trellis_ext.representations.gaussian import SH_C0, TRELLIS_PLY_TRANSFORM
+from trellis_ext.representations.gaussian import SH_C0
 
 pytest.importorskip("skimage", reason="the 'export' extra is not installed (pip install -e .[export])")
 pygltflib = pytest.importorskip("pygltflib", reason="the 'export' extra is not installed (pip install -e .[export])")
@@ -30,12 +30,7 @@ RADIUS_RTOL, VOLUME_RTOL = 0.02, 0.05
 GLTF_VALIDATOR = REPO / ".node" / "node_modules" / "gltf-validator"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sphere_surfels(radius=RADIUS, n=12000, center=(0.0, 0.0, 0.0), rgb=(0.5, 0.5, 0.5), opacity=0.95) -> Gaussian:
@@ -267,7 +262,8 @@ def test_cli_glb_of_the_demo_moves(demo_run):
     same_size = len(pos[0]) == len(pos[1])
     assert not same_size or not np.allclose(pos[0], pos[1], atol=1e-4)
     if shutil.which("node") and GLTF_VALIDATOR.is_dir():
-        assert validate_with_khronos(demo_run / "animation.glb")["numErrors"] == 0
+        issues = validate_with_khronos(demo_run / "animation.glb")
+        assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"][:5]
 
 
 def test_cli_bad_export_is_one_line_exit_2(capsys):
@@ -334,3 +330,17 @@ def test_glb_and_obj_open_in_blender(moving_glb, tmp_path):
         expected = "frame_000" if (int(f) // per_frame) % 2 == 0 else "frame_001"
         assert names == [expected], (f, names)
     assert res["obj_colors"], "Blender read no vertex colours from the OBJ"
+
+
+def test_glb_normals_are_unit_even_for_degenerate_faces(tmp_path):
+    """A vertex whose only face has zero area has no normal; glTF still requires a unit one."""
+    import trimesh
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 2, 2], [2, 2, 2], [2, 2, 2]], np.float64)
+    mesh = trimesh.Trimesh(verts, [[0, 1, 2], [3, 4, 5]], vertex_colors=np.full((6, 4), 200, np.uint8), process=False)
+    write_animated_glb([mesh], tmp_path / "d.glb", fps=1.0)
+    gltf = pygltflib.GLTF2().load(str(tmp_path / "d.glb"))
+    normals = _accessor(gltf, gltf.binary_blob(), gltf.meshes[0].primitives[0].attributes.NORMAL)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
+    if shutil.which("node") and GLTF_VALIDATOR.is_dir():
+        assert validate_with_khronos(tmp_path / "d.glb")["numErrors"] == 0

@@ -33,6 +33,9 @@ ALIGN = 4
 BASE_COLOR = [1.0, 1.0, 1.0, 1.0]
 ROUGHNESS = 1.0
 METALLIC = 0.0
+#: Normals shorter than this are replaced by FALLBACK_NORMAL (+Y, "up" in the file frame).
+MIN_NORMAL_LENGTH = 1e-8
+FALLBACK_NORMAL = (0.0, 1.0, 0.0)
 
 
 class _Buffer:
@@ -63,12 +66,21 @@ class _Buffer:
         return len(self.gltf.accessors) - 1
 
 
+def _unit_normals(normals: np.ndarray) -> np.ndarray:
+    """[V, 3] -> unit float32 normals (glTF requires unit length); a zero or non-finite normal (a vertex
+    of only degenerate faces) becomes :data:`FALLBACK_NORMAL`."""
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    ok = np.isfinite(length) & (length > MIN_NORMAL_LENGTH)
+    unit = np.where(ok, normals / np.where(ok, length, 1.0), np.asarray(FALLBACK_NORMAL))
+    return unit.astype(np.float32)
+
+
 def _mesh_primitive(buf: _Buffer, mesh, material: int):
     import pygltflib as g
 
     verts = np.asarray(mesh.vertices, dtype=np.float32)
     faces = np.asarray(mesh.faces, dtype=np.uint32).reshape(-1)
-    normals = np.asarray(mesh.vertex_normals, dtype=np.float32)
+    normals = _unit_normals(np.asarray(mesh.vertex_normals, dtype=np.float64))
     colors = np.asarray(mesh.visual.vertex_colors, dtype=np.uint8)[:, :4]
     attrs = g.Attributes(
         POSITION=buf.add(verts, g.FLOAT, g.VEC3, g.ARRAY_BUFFER, with_bounds=True),

@@ -257,5 +257,6 @@ def gaussians_to_mesh(gaussians, settings: MeshSettings = MeshSettings()):
     rgb = volume.sample_colors(torch.from_numpy(verts).to(device)).cpu().numpy()
     colors = np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], axis=1).astype(np.uint8)
     mesh = trimesh.Trimesh(verts, faces, vertex_colors=colors, process=False)
+    mesh.update_faces(mesh.nondegenerate_faces())     # decimation can leave zero-area slivers
     mesh.remove_unreferenced_vertices()
     return mesh
