@@ -5,6 +5,11 @@
   folder), frames of ``assets/dancing_robot_fg.mp4``, T = 2/4/8 by default. Peak memory is the peak
   resident set size of the process during each stage (Linux: ``VmHWM`` reset before every stage via
   ``/proc/self/clear_refs``; elsewhere the process-wide ``ru_maxrss``).
+* **CPU thread counts** (always): the same tiny T=2 generation with torch's own default (every
+  logical core), ss4d's default (:func:`ss4d.threads.default_threads`: idle physical cores) and 1
+  thread, median of :data:`THREAD_REPEATS` runs each, with the load average at the start. On a busy
+  2-core machine torch's default was ~4.5x slower than 1 thread (issue 8); this is where that is
+  measured, not in the tests.
 * **GPU, full size** (only with CUDA): the released architectures (``configs/ss4d/*.json``) with random
   weights, a random full-size DINOv2 ViT-L/14-reg encoder, bf16 torsos by default, T = 8/16/32, the
   TRELLIS sampler settings (25 + 25 steps, CFG 7.5 / 3.0 on [0.5, 1], rescale_t 3). Peak memory is
@@ -13,7 +18,7 @@
   Without CUDA this part prints that it is skipped.
 
 Usage: ``python scripts/bench_pipeline.py [--frames 2 4 8] [--threads N] [--gpu-frames 8 16 32]
-[--gpu-dtype bf16] [--steps N]``.
+[--gpu-dtype bf16] [--steps N] [--no-thread-compare]``.
 """
 import argparse
 import json
@@ -34,6 +39,8 @@ FULL_OCCUPANCY = 0.06   # ~16k of 64³ voxels per frame, a typical TRELLIS objec
 FULL_SAMPLERS = {"ss": {"steps": 25, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0},
                  "slat": {"steps": 25, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
 STAGES = ("condition", "sparse_structure", "slat", "decode", "render")
+THREAD_REPEATS = 3       # runs per thread count in the comparison (median reported)
+THREAD_COMPARE_FRAMES = 2
 
 
 class Meter:
@@ -143,6 +150,39 @@ def bench_cpu_tiny(frame_counts, threads):
     return out
 
 
+def bench_threads():
+    """Generation time of the tiny pipeline with torch's default, ss4d's default and 1 thread."""
+    import statistics
+
+    from ss4d import Pipeline
+    from ss4d.io import FrameSelection, read_frames
+    from ss4d.matting import matte_frames
+    from ss4d.preprocess import preprocess_frames
+    from ss4d.threads import default_threads
+    from ss4d.tiny import write_tiny_video_to_4d
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    counts = {"torch default (all logical cores)": os.cpu_count() or 1, "ss4d default (idle physical cores)":
+              default_threads(), "1 thread": 1}
+    print(f"\n# CPU thread counts, tiny pipeline, T={THREAD_COMPARE_FRAMES}, 1-min load {load:.2f} on "
+          f"{os.cpu_count()} cores; median of {THREAD_REPEATS} runs")
+    before = torch.get_num_threads()
+    out = {"load_avg_1min": load}
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(os.path.join(tmp, "tiny")))
+        clip = read_frames(CLIP, FrameSelection(num_frames=THREAD_COMPARE_FRAMES, stride=16))
+        images, _ = preprocess_frames(matte_frames(clip.frames)[0])
+        for label, n in counts.items():
+            torch.set_num_threads(n)
+            run_stages(pipe, images)  # warm-up
+            times = [sum(m.seconds for k, m in run_stages(pipe, images)[0].items() if k != "render")
+                     for _ in range(THREAD_REPEATS)]
+            out[label] = {"threads": n, "seconds": round(statistics.median(times), 3)}
+            print(f"  {label:<36}{n:>4} thread(s){statistics.median(times):>9.2f} s")
+    torch.set_num_threads(before)
+    return out
+
+
 def build_full_pipeline(device, dtype, seed=0):
     from ss4d.conditioning.dinov2 import load_dinov2
     from ss4d.pipeline import Pipeline
@@ -211,10 +251,12 @@ def main() -> int:
     ap.add_argument("--gpu-dtype", default="bf16", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--steps", type=int, help="GPU: steps per stage (default 25)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    ap.add_argument("--no-thread-compare", action="store_true", help="skip the CPU thread-count comparison")
     args = ap.parse_args()
     if any(t < 2 or t % 2 for t in args.frames + args.gpu_frames):
         ap.error("frame counts must be even and >= 2")
     results = {"torch": torch.__version__, "cpu_tiny": bench_cpu_tiny(args.frames, args.threads),
+               "cpu_threads": None if args.no_thread_compare else bench_threads(),
                "gpu_full": bench_gpu_full(args.gpu_frames, args.gpu_dtype, args.steps)}
     if args.json:
         with open(args.json, "w") as f:

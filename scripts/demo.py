@@ -8,8 +8,11 @@ Gaussians are an abstract shape, not the dancing robot: the demo shows the whole
 an animated GLB and .splat files, result.json). With ``--model PATH`` pointing at the official SS4D
 folder it runs the real thing.
 
-Outputs go to ``outputs/demo/`` (see ``result.json`` there). Extra arguments after ``--`` are
-passed to ``ss4d-generate`` unchanged, e.g. ``python scripts/demo.py -- --render grid``.
+Outputs go to ``outputs/demo/`` of the checkout (see ``result.json`` there); a rerun replaces that
+previous demo output and nothing else. Relative ``-o``/``--video``/``--model`` paths and every
+argument after ``--`` mean what they mean in the folder you run the script from; any other ``-o``
+is never overwritten (``ss4d-generate`` refuses an occupied folder). Extra arguments after ``--``
+are passed to ``ss4d-generate`` unchanged, e.g. ``python scripts/demo.py -- --render grid``.
 """
 import argparse
 import os
@@ -24,6 +27,13 @@ CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
 TINY = os.path.join(REPO, "checkpoints", "tiny_ss4d")
 #: The files people open elsewhere: an animated GLB and .splat per frame (README "Exports").
 EXPORTS = ["--export", "glb,splat", "--mesh-quality", "fast"]
+DEFAULT_OUTPUT = os.path.join(REPO, "outputs", "demo")
+
+
+def _shown(path: str) -> str:
+    """A path as the caller would type it: relative to their folder when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
 
 
 def generate_command() -> list:
@@ -34,13 +44,18 @@ def generate_command() -> list:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-o", "--output", default=os.path.join(REPO, "outputs", "demo"))
+    ap.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
+                    help="output folder (default: outputs/demo of the checkout, replaced on each run)")
     ap.add_argument("--model", help="an SS4D model folder (default: the tiny random-weight pipeline)")
     ap.add_argument("--frames", type=int, default=8, help="frames of the clip to use (even; default 8)")
     ap.add_argument("--stride", type=int, default=4, help="use every K-th frame (default 4: 8 frames span 2 s)")
     ap.add_argument("--video", default=CLIP, help="input clip (default: assets/dancing_robot_fg.mp4)")
     ap.add_argument("extra", nargs="*", help="arguments for ss4d-generate (after --)")
     args = ap.parse_args()
+    # relative paths mean the caller's folder (argparse keeps them relative; the child runs there too)
+    args.output, args.video = os.path.abspath(args.output), os.path.abspath(args.video)
+    if args.model is not None:
+        args.model = os.path.abspath(args.model)
 
     t0 = time.time()
     model = args.model
@@ -54,14 +69,16 @@ def main() -> int:
             write_tiny_video_to_4d(TINY)
         print("[demo] NOTE: the weights are RANDOM, so the result is an abstract blob, not the robot; "
               "it shows every stage working. Pass --model <SS4D folder> for the real model.", flush=True)
+    replace = ["--overwrite"] if args.output == DEFAULT_OUTPUT else []  # only the demo's own folder
     cmd = generate_command() + [args.video, "-o", args.output, "--model", model, "--frames", str(args.frames),
-                                "--stride", str(args.stride), "--overwrite"] + EXPORTS + args.extra
-    print("[demo] $ " + " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd), flush=True)
-    code = subprocess.call(cmd, cwd=REPO)
+                                "--stride", str(args.stride)] + replace + EXPORTS + args.extra
+    print("[demo] $ " + " ".join(_shown(c) if os.path.isabs(c) else c for c in cmd), flush=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    code = subprocess.call(cmd, env=env)
     if code == 0:
-        print(f"[demo] done in {time.time() - t0:.1f} s: open {os.path.relpath(args.output, REPO)}/renders/*.mp4; "
-              f"per-frame Gaussians in gaussians/*.ply and splat/*.splat, the animated mesh in animation.glb, voxels in "
-              f"coords/*.npz, settings in result.json", flush=True)
+        print(f"[demo] done in {time.time() - t0:.1f} s: open {_shown(args.output)}/renders/*.mp4; "
+              f"per-frame Gaussians in gaussians/*.ply and splat/*.splat, the animated mesh in animation.glb, "
+              f"voxels in coords/*.npz, settings in result.json", flush=True)
     return code
 
 

@@ -126,6 +126,14 @@ def input_path(files: Sequence[str], run: Path) -> str:
                    f"({', '.join(VIDEO_SUFFIXES)}) or several frames ({', '.join(IMAGE_SUFFIXES)}).")
 
 
+class _Captured(io.StringIO):
+    """The CLI's stdout/stderr. It reports a terminal because the CLI draws its tqdm bars only on one,
+    and gradio (``Progress(track_tqdm=True)``) shows exactly those bars as the page's per-stage progress."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def _zip(folder: Path, files: Sequence[str], name: str) -> str:
     path = folder / name
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
@@ -159,7 +167,7 @@ def run_generate(config: AppConfig, files, model_label: str, frames: int, stride
         argv += ["--export", ",".join(exports)]
     if config.threads:
         argv += ["--threads", str(config.threads)]
-    messages = io.StringIO()
+    messages = _Captured()
     with contextlib.redirect_stdout(messages), contextlib.redirect_stderr(messages):
         code = cli.main(argv)
     if code != cli.EXIT_OK:

@@ -1,23 +1,39 @@
 """``ss4d-generate``: a video of a moving object -> per-frame 3D Gaussians, voxels and videos.
 
 Exit codes: 0 success, 2 bad input (the message says what is wrong and what to do), 1 internal
-error or unusable result, 130 interrupted. Errors are one line on stderr; ``--debug`` adds the
-traceback.
+error or unusable result, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM from ``kill``,
+``timeout``, Docker, schedulers). Errors are one line on stderr; ``--debug`` adds the traceback.
+An interrupted or failed run leaves no output and no temp folder.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import List, Optional
 
+from .io.output import PRODUCER
+
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
 
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-PROG = "ss4d-generate"
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+SIGNAL_EXIT_BASE = 128  # shells report death by signal N as 128 + N
+EXIT_INTERRUPTED = SIGNAL_EXIT_BASE + signal.SIGINT    # 130
+EXIT_TERMINATED = SIGNAL_EXIT_BASE + signal.SIGTERM    # 143
+PROG = PRODUCER  # "ss4d-generate": result.json's command[0] marks a folder as an ss4d output
+MAX_SEED = 2 ** 63 - 1  # torch generators take a signed 64-bit seed on every device
+#: OS errors that are the user's environment, not a bug: exit 2 with a hint.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free some disk space or write elsewhere with -o",
+                      errno.EDQUOT: "free some of your disk quota or write elsewhere with -o",
+                      errno.EROFS: "write elsewhere with -o",
+                      errno.EACCES: "check the permissions, or write elsewhere with -o",
+                      errno.ENAMETOOLONG: "choose a shorter name with -o"}
 DEFAULT_MODEL_ENV = "SS4D_MODEL"
 DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
 CPU_RESOLUTION, CUDA_RESOLUTION = 256, 512
@@ -59,14 +75,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
 
 
-def _int_at_least(name: str, low: int):
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so every ``finally`` and atomic writer cleans up."""
+
+
+def _int_at_least(name: str, low: int, high: Optional[int] = None, why: str = ""):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
         if v < low:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}")
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}{why}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {high}, got {v}{why}")
         return v
     return parse
 
@@ -109,16 +131,21 @@ def _export_list(s: str) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .io.video import MIN_FRAMES
+
     p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     p.add_argument("video", metavar="VIDEO", help="video file, animated GIF, or folder of frames")
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: outputs/<VIDEO name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it is a previous ss4d output (a folder holding anything else is refused)")
     p.add_argument("--model", metavar="PATH", help=f"SS4D model folder (default: ${DEFAULT_MODEL_ENV} or {DEFAULT_MODEL})")
     p.add_argument("--dinov2", metavar="PATH", help="DINOv2-with-registers weights, if not inside the model folder "
                    "(transformers folder or torch.hub .pth)")
 
     g = p.add_argument_group("frames")
-    g.add_argument("--frames", type=_int_at_least("--frames", 1), metavar="N",
+    g.add_argument("--frames", metavar="N",
+                   type=_int_at_least("--frames", MIN_FRAMES, why=" (SS4D needs at least one pair of frames)"),
                    help="number of frames to use, even (default: all selected, at most 32)")
     g.add_argument("--start", type=_int_at_least("--start", 0), default=0, metavar="I", help="first source frame (default 0)")
     g.add_argument("--stride", type=_int_at_least("--stride", 1), default=1, metavar="K",
@@ -136,15 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structured-latent Euler steps (default: the model folder's)")
     g.add_argument("--cfg-ss", type=_nonneg_float("--cfg-ss"), metavar="F", help="sparse-structure guidance strength")
     g.add_argument("--cfg-slat", type=_nonneg_float("--cfg-slat"), metavar="F", help="structured-latent guidance strength")
-    g.add_argument("--seed", type=_int_at_least("--seed", 0), default=42, metavar="N", help="random seed (default 42)")
+    g.add_argument("--seed", type=_int_at_least("--seed", 0, MAX_SEED), default=42, metavar="N",
+                   help=f"random seed, 0..{MAX_SEED} (default 42)")
 
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="model precision (default: fp16 on CUDA, fp32 on CPU)")
     g.add_argument("--threads", type=_int_at_least("--threads", 1), metavar="N",
-                   help="CPU threads for torch (default: torch's choice; 1 is much faster when the cores are "
-                        "shared with other busy processes)")
+                   help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
+                        "much faster when the cores are shared with other busy processes)")
 
     g = p.add_argument_group("renders")
     g.add_argument("--render", type=_render_list, default=None, metavar="LIST",
@@ -169,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 class _Log:
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -191,6 +229,10 @@ def _check_flags(args) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    else:
+        from .threads import default_threads
+
+        torch.set_num_threads(default_threads())
     if args.dtype == "fp16" and args.device == "cpu":
         raise InputError("--dtype fp16 needs a GPU (half precision is not supported well on CPU)",
                          "use --dtype fp32 or bf16 with --device cpu")
@@ -213,11 +255,11 @@ def _check_flags(args) -> None:
         raise InputError("--matting mask-dir needs --mask-dir DIR", "pass the folder holding one mask per frame")
 
 
-def _model_path(args) -> str:
+def _model_path(args, must_exist: bool = True) -> str:
     from .pipeline import missing_model_error
 
     path = args.model or os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL
-    if not os.path.exists(path):
+    if must_exist and not os.path.exists(path):
         how = "--model" if args.model else (f"${DEFAULT_MODEL_ENV}" if os.environ.get(DEFAULT_MODEL_ENV) else "the default")
         raise missing_model_error(path, how, " (to try the tool without weights: make demo, which uses a tiny "
                                              "random-weight pipeline)")
@@ -225,6 +267,7 @@ def _model_path(args) -> str:
 
 
 def _generate(args, log: _Log) -> int:
+    import torch
     from PIL import Image
 
     from . import export
@@ -237,9 +280,12 @@ def _generate(args, log: _Log) -> int:
     t_start = time.perf_counter()
     timings = {}
     _check_flags(args)
-    progress = not args.no_progress and not args.quiet
+    # bars redraw with carriage returns: only on a terminal, never into a log file
+    progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
     out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
-    check_output_dir(out_path, args.overwrite)
+    protected = [("the input", args.video), ("the model folder", _model_path(args, must_exist=False)),
+                 ("--mask-dir", args.mask_dir), ("--dinov2", args.dinov2)]
+    check_output_dir(out_path, args.overwrite, protected)
 
     t0 = time.perf_counter()
     clip = read_frames(args.video, FrameSelection(start=args.start, stride=args.stride, fps=args.fps,
@@ -263,11 +309,16 @@ def _generate(args, log: _Log) -> int:
     t0 = time.perf_counter()
     pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
     timings["load"] = time.perf_counter() - t0
+    if pipe.random_weights and args.threads is None:
+        from .threads import TINY_MODEL_THREADS
+
+        torch.set_num_threads(TINY_MODEL_THREADS)
     if pipe.random_weights:
         log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
             "shape, not a reconstruction of your video")
     dtype_name = str(pipe.dtype).replace("torch.", "")
-    log(f"model {model_path} on {args.device} ({dtype_name})")
+    threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
+    log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
 
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
@@ -278,14 +329,15 @@ def _generate(args, log: _Log) -> int:
         f"{sum(len(g) for g in result.gaussians)} Gaussians in {result.timings['total']:.1f} s")
 
     settings = RenderSettings(resolution=args.resolution, yaw=args.yaw, pitch=args.pitch, background=args.background)
-    with OutputFolder(out_path, args.overwrite) as tmp:
+    with OutputFolder(out_path, args.overwrite, protected) as tmp:
         t0 = time.perf_counter()
         files = {"gaussians": export.save_gaussians(result.gaussians, tmp / "gaussians"),
                  "coords": export.save_coords(result.coords, tmp / "coords", result.resolution),
                  "input": export.save_images(result.images, tmp / "input")}
         timings["export"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        renders = render_all(result.gaussians, result.images, args.render, settings, progress=progress)
+        renders = (render_all(result.gaussians, result.images, args.render, settings, progress=progress)
+                   if args.render else {})
         render_info = {}
         fps = {kind: (max(clip.fps, MIN_TURNTABLE_FPS) if kind == "turntable" else clip.fps) for kind in renders}
         if renders:
@@ -312,7 +364,7 @@ def _generate(args, log: _Log) -> int:
                       "frame_names": clip.names, "matting": matting, "crop_box": list(crop), "notes": clip.notes},
             "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
             "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
-                      "device": args.device, "dtype": dtype_name,
+                      "device": args.device, "dtype": dtype_name, "cpu_threads": torch.get_num_threads(),
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
             "sampler": result.params,
@@ -329,12 +381,29 @@ def _generate(args, log: _Log) -> int:
             "versions": export.versions(),
             "command": [PROG] + list(args._argv),
         })
-    log(f"wrote {out_path} ({len(files['gaussians'])} PLY files, {len(render_info)} videos) in "
+    log(f"wrote {out_path} ({_plural(len(files['gaussians']), 'PLY file')}, {_plural(len(render_info), 'video')}) in "
         f"{timings['total']:.1f} s")
     if pipe.random_weights:
         log("reminder: RANDOM weights - the Gaussians are an abstract shape; pass --model with the SS4D weights "
             "for a real result")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While generating, SIGTERM raises :class:`_Terminated` (like Ctrl-C raises KeyboardInterrupt)."""
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals to the host program
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -347,10 +416,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args._argv = argv
     log = _Log(args.quiet)
     try:
-        return _generate(args, log)
+        with _sigterm_raises():
+            return _generate(args, log)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (nothing was written)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print(f"{PROG}: terminated by SIGTERM (nothing was written; partial files removed)", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as e:  # noqa: BLE001  (the one place that turns exceptions into exit codes)
         from .errors import GenerationError, InputError
 
@@ -362,6 +435,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if isinstance(e, GenerationError):
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return EXIT_INTERNAL
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"{PROG}: error: {e.strerror or e}{where}; nothing was written; {ENVIRONMENT_ERRNOS[e.errno]}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"{PROG}: internal error: {type(e).__name__}: {msg[:300]} (rerun with --debug for the traceback and "
               f"report it)", file=sys.stderr)

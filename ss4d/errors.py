@@ -3,7 +3,8 @@
 ``InputError`` is every problem the user can fix (a missing or unreadable video, an empty mask, a
 bad flag, a missing or wrong model folder): the CLI prints its message on one line and exits with
 code 2. Its message always says what is wrong *and* what to do. ``GenerationError`` is a run that
-went through but produced nothing usable (e.g. a frame with an empty structure): exit code 1.
+went through but produced nothing usable (e.g. a frame with an empty structure, non-finite values):
+exit code 1. Both take ``(problem, hint)`` and print as ``"<problem>; <hint>"``.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Optional
 __all__ = ["InputError", "ModelFolderError", "GenerationError"]
 
 
-class InputError(ValueError):
-    """Bad input the user can fix. ``str(e)`` = ``"<problem>: <what to do>"`` on one line."""
+class _Hinted:
+    """``str(e)`` = ``"<problem>; <what to do>"`` on one line."""
 
     def __init__(self, problem: str, hint: Optional[str] = None):
         self.problem = problem
@@ -21,9 +22,13 @@ class InputError(ValueError):
         super().__init__(f"{problem}; {hint}" if hint else problem)
 
 
+class InputError(_Hinted, ValueError):
+    """Bad input the user can fix."""
+
+
 class ModelFolderError(InputError):
-    """The model folder is missing or is not an SS4D pipeline folder."""
+    """The model folder is missing, is not an SS4D pipeline folder, or holds unusable weights."""
 
 
-class GenerationError(RuntimeError):
+class GenerationError(_Hinted, RuntimeError):
     """The pipeline ran but its output is unusable (message says which stage and what to try)."""

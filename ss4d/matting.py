@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
+from .preprocess import uses_alpha
 
 __all__ = ["matte_frames", "solid_background_matte", "estimate_background", "rembg_available", "rembg_matte",
            "masks_from_dir", "register_matting", "MATTING_METHODS", "NO_MATTE_HINT"]
@@ -126,6 +127,9 @@ def solid_background_matte(frames: List[np.ndarray], background: Optional[Sequen
         # components, which are > 0.5 by definition, are dropped)
         alpha = np.where(filled, np.maximum(soft, filled & ~core), np.where(near & (soft < 0.5), soft, 0.0))
         alphas.append(np.round(alpha * 255).astype(np.uint8))
+    if not any(a.any() for a in alphas):
+        raise InputError("no object found: every frame is just the plain background colour (the solid-background "
+                         "matting keyed out everything)", "check that the clip shows the object, or " + NO_MATTE_HINT)
     return alphas
 
 
@@ -223,7 +227,7 @@ def matte_frames(frames: List[np.ndarray], method: str = "auto", mask_dir=None,
     """RGBA frames (uint8 [H, W, 4]) and the name of the method used. See the module docstring."""
     if not frames:
         raise InputError("no frames to matte")
-    has_alpha = frames[0].shape[-1] == 4 and any(int(f[..., 3].min()) < 255 for f in frames)
+    has_alpha = any(uses_alpha(f) for f in frames)
     if mask_dir is not None and method in ("auto", "mask-dir"):
         h, w = frames[0].shape[:2]
         return _attach(frames, masks_from_dir(mask_dir, len(frames), (w, h), source_indices, frame_names)), "mask-dir"

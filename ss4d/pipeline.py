@@ -18,6 +18,7 @@ T must be even (the SLat flow packs frame pairs) and >= 2.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 import ss4d.models  # noqa: F401  (registers the 4D classes with trellis_ext's registry)
-from trellis_ext.atomic import atomic_directory
+from trellis_ext.atomic import apply_umask, atomic_directory, merged_directory
 from trellis_ext.models.checkpoint import CheckpointError, load_config, save_pretrained
 from trellis_ext.pipelines.base import (PIPELINE_JSON, PipelineLoadError, build_sampler, load_models,
                                         read_pipeline_json)
@@ -53,6 +54,8 @@ EXPECTED_CLASSES = {
     "slat_flow_model": "SLatFlow4DModel",
     "slat_decoder_gs": "SLatGaussianDecoder4D",
 }
+#: The Gaussian tensors a decoder fills (kept float32, checked for NaN/inf).
+GAUSSIAN_FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Timing keys of :attr:`PipelineResult.timings` (plus ``total``).
 STAGES = ("preprocess", "condition", "sparse_structure", "slat", "decode")
@@ -62,6 +65,62 @@ WEIGHTS_HINT = ("download the SS4D weights (lizb6626/SS4D on the Hugging Face hu
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: Top-level key of pipeline.json where ss4d keeps its own notes (TRELLIS's loader ignores it).
 META_KEY = "ss4d"
+#: Largest seed accepted (torch generators take a signed 64-bit seed on every device).
+MAX_SEED = 2 ** 63 - 1
+#: Devices a pipeline can run on.
+DEVICE_TYPES = ("cpu", "cuda")
+#: Weight tensors named in a non-finite-weights error (the rest are counted).
+LISTED_TENSORS = 3
+
+
+def _nonfinite_names(tensors) -> List[str]:
+    return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def check_finite_weights(models: Dict[str, nn.Module], path: str) -> None:
+    """One pass over every floating-point parameter and buffer; NaN/inf -> :class:`ModelFolderError`."""
+    for key, model in models.items():
+        bad = _nonfinite_names(list(model.named_parameters()) + list(model.named_buffers()))
+        if bad:
+            more = f" and {len(bad) - LISTED_TENSORS} more" if len(bad) > LISTED_TENSORS else ""
+            raise ModelFolderError(f"{path}: the weights of {key} hold NaN/inf values "
+                                   f"({', '.join(bad[:LISTED_TENSORS])}{more}); the checkpoint is corrupt", WEIGHTS_HINT)
+
+
+def nonfinite_error(stage: str, what: str, dtype: torch.dtype) -> GenerationError:
+    """The error for a stage whose output holds NaN/inf, with the likely cause for this precision."""
+    if dtype == torch.float16:
+        hint = "fp16 can overflow: rerun with --dtype bf16 or --dtype fp32"
+    else:
+        hint = ("the model weights or the sampler settings (--cfg-ss/--cfg-slat) are the likely cause; check the "
+                "model folder" + ("" if dtype == torch.float32 else ", or rerun with --dtype fp32"))
+    return GenerationError(f"the {stage} stage produced NaN/inf values in {what}", hint)
+
+
+def _require_finite(t: torch.Tensor, stage: str, what: str, dtype: torch.dtype) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise nonfinite_error(stage, what, dtype)
+
+
+def parse_device(device: Union[str, torch.device]) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a torch device; anything else -> :class:`InputError`."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise InputError(f"unsupported device {device!r}", f"use one of {', '.join(DEVICE_TYPES)} (e.g. 'cuda:0')")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was requested but no CUDA device is available", "use --device cpu")
+    return dev
+
+
+def is_model_folder(path: Union[str, os.PathLike]) -> bool:
+    """``path`` holds a TRELLIS/SS4D ``pipeline.json`` with a pipeline name."""
+    try:
+        return isinstance(read_pipeline_json(os.fspath(path)).get("name"), str)
+    except (PipelineLoadError, OSError, ValueError):
+        return False
 
 
 def missing_model_error(path: str, source: str = "", extra_hint: str = "") -> ModelFolderError:
@@ -202,9 +261,10 @@ class Pipeline:
                 raise ModelFolderError(f"{path}: {wanted[key]} is a {got}, but SS4D needs a {expected} there "
                                        f"(is this a TRELLIS 3D folder?)", WEIGHTS_HINT)
         encoder, _ = load_condition_encoder(path, args.get("image_cond_model"), image_cond_model)
+        check_finite_weights({**models, "the condition encoder": encoder}, path)
         pipe = cls(models, ss_sampler, ss_params, slat_sampler, slat_params, args["slat_normalization"], encoder,
                    config=config, model_names=names, source=path)
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = parse_device(device) if device is not None else torch.device("cpu")
         return pipe.to(device, resolve_dtype(dtype, device))
 
     def _check_compatible(self) -> None:
@@ -222,13 +282,32 @@ class Pipeline:
         """True for the tiny random-weight pipelines written by :mod:`ss4d.tiny`."""
         return bool(self.config.get(META_KEY, {}).get("random_weights", False))
 
-    def save_pretrained(self, path: Union[str, os.PathLike], include_image_cond_model: bool = True) -> str:
-        """Write ``pipeline.json`` + ``ckpts/`` (+ the condition encoder) to ``path`` atomically.
+    def save_pretrained(self, path: Union[str, os.PathLike], include_image_cond_model: bool = True,
+                        overwrite: bool = False) -> str:
+        """Write ``pipeline.json`` + ``ckpts/`` (+ the condition encoder) to ``path``.
 
         ``from_pretrained(path)`` gives back the same pipeline (same weights, samplers,
-        normalisation and encoder)."""
+        normalisation and encoder).
+
+        A new or empty ``path`` is written atomically. An existing model folder (one with a
+        ``pipeline.json``) gets its model files replaced one by one, each atomically; any other
+        non-empty folder is refused unless ``overwrite=True``. Files that are not written here are
+        never removed (so an old encoder file stays when ``include_image_cond_model=False``).
+
+        Raises:
+            InputError: ``path`` is a file, or a non-empty folder that is not a model folder and
+                ``overwrite`` is False.
+        """
         path = Path(os.fspath(path)).absolute()
-        with atomic_directory(str(path), prefix=f".{path.name}.tmp-") as tmp_dir:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"cannot save the pipeline to {path}: it is a file", "give a folder path")
+        existing = path.is_dir() and any(path.iterdir())
+        if existing and not overwrite and not is_model_folder(path):
+            raise InputError(f"cannot save the pipeline to {path}: the folder is not empty and holds no "
+                             f"{PIPELINE_JSON}", "choose a new folder, or pass overwrite=True to add the model "
+                             "files there (nothing else in it is removed)")
+        writer = merged_directory if existing else atomic_directory
+        with writer(str(path), prefix=f".{path.name}.tmp-") as tmp_dir:
             tmp = Path(tmp_dir)
             stems = dict(self.config.get("args", {}).get("models", {}))
             entries = {}
@@ -249,6 +328,7 @@ class Pipeline:
                     enc.save(tmp / ENCODER_FILE)
                 elif hasattr(enc, "model") and hasattr(enc.model, "save_pretrained"):
                     enc.model.save_pretrained(str(tmp / ENCODER_DIR))
+                    apply_umask(tmp / ENCODER_DIR)  # its safetensors file is created 0600
             config = {k: v for k, v in self.config.items() if k != "args"}
             config["name"] = PIPELINE_NAME
             config["args"] = args
@@ -277,9 +357,7 @@ class Pipeline:
     def to(self, device: Union[str, torch.device, None] = None,
            dtype: Union[str, torch.dtype, None] = None) -> "Pipeline":
         """Move every model (and the encoder) to ``device``; cast the torsos to ``dtype``."""
-        device = torch.device(device) if device is not None else self.device
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError("CUDA was requested but no CUDA device is available", "use --device cpu")
+        device = parse_device(device) if device is not None else self.device
         for model in self.models.values():
             model.to(device)
         self.image_cond_model.to(device)
@@ -321,8 +399,9 @@ class Pipeline:
                 raise InputError(f"steps must be >= 1, got {steps}", "e.g. 25 (the released setting) or fewer for speed")
             p["steps"] = int(steps)
         if cfg is not None:
-            if cfg < 0:
-                raise InputError(f"cfg strength must be >= 0, got {cfg}", "0 disables guidance; 3-7.5 is typical")
+            if not (math.isfinite(cfg) and cfg >= 0):
+                raise InputError(f"cfg strength must be a finite number >= 0, got {cfg}",
+                                 "0 disables guidance; 3-7.5 is typical")
             p["cfg_strength"] = float(cfg)
         return p
 
@@ -353,7 +432,7 @@ class Pipeline:
     def decode_slat(self, slat: SparseTensor, num_frames: int) -> List[Any]:
         gaussians = self.models["slat_decoder_gs"](slat, num_frames=num_frames)
         for g in gaussians:  # fp16/bf16 torsos: keep the Gaussians in float32
-            for name in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
+            for name in GAUSSIAN_FIELDS:
                 v = getattr(g, name, None)
                 if v is not None and v.dtype != torch.float32:
                     setattr(g, name, v.float())
@@ -386,9 +465,15 @@ class Pipeline:
         device = self.device
         timings: Dict[str, float] = {}
         frames = list(frames)
+        if seed is not None and not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+            raise InputError(f"seed must be an integer between 0 and {MAX_SEED}, got {seed!r}", "e.g. seed=42")
         if len(frames) < 2 or len(frames) % 2:
             raise InputError(f"SS4D needs an even number of frames (>= 2), got {len(frames)}",
                              "drop or add one frame (the SLat flow packs frames in pairs)")
+        ss_p = self._stage_params(self.ss_params, ss_steps if ss_steps is not None else num_steps, ss_cfg,
+                                  sparse_structure_sampler_params)   # checked before any work
+        slat_p = self._stage_params(self.slat_params, slat_steps if slat_steps is not None else num_steps, slat_cfg,
+                                    slat_sampler_params)
 
         t0 = time.perf_counter()
         crop = None
@@ -402,6 +487,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         cond = self.encode_frames(images)
+        _require_finite(cond, "condition", "the frame features (condition encoder)", self.dtype)
         neg_cond = torch.zeros_like(cond)
         _sync(device)
         timings["condition"] = time.perf_counter() - t0
@@ -409,10 +495,6 @@ class Pipeline:
         if seed is not None:
             torch.manual_seed(seed)
         num_frames = len(images)
-        ss_p = self._stage_params(self.ss_params, ss_steps if ss_steps is not None else num_steps, ss_cfg,
-                                  sparse_structure_sampler_params)
-        slat_p = self._stage_params(self.slat_params, slat_steps if slat_steps is not None else num_steps, slat_cfg,
-                                    slat_sampler_params)
 
         t0 = time.perf_counter()
         flow = self.models["sparse_structure_flow_model"]
@@ -421,6 +503,8 @@ class Pipeline:
             ss_noise = torch.randn(num_frames, flow.in_channels, r, r, r)
         coords, ss_out, logits = self.sample_sparse_structure(cond, neg_cond, ss_noise.to(device), progress=progress,
                                                               keep_trajectory=keep_trajectory, **ss_p)
+        _require_finite(ss_out.samples, "sparse-structure", "the structure latents", self.dtype)
+        _require_finite(logits, "sparse-structure", "the occupancy logits (structure decoder)", self.dtype)
         resolution = int(logits.shape[-1])
         counts = torch.bincount(coords[:, 0].long(), minlength=num_frames)
         empty = [int(t) for t in torch.nonzero(counts == 0).flatten()]
@@ -437,11 +521,16 @@ class Pipeline:
         noise = SparseTensor(slat_noise.to(device), coords.to(device))
         slat, slat_out = self.sample_slat(cond, neg_cond, noise, num_frames, progress=progress,
                                           keep_trajectory=keep_trajectory, **slat_p)
+        _require_finite(slat.feats, "structured-latent", "the structured latents", self.dtype)
         _sync(device)
         timings["slat"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         gaussians = self.decode_slat(slat, num_frames)
+        for t, g in enumerate(gaussians):
+            for name in GAUSSIAN_FIELDS:
+                if getattr(g, name, None) is not None:
+                    _require_finite(getattr(g, name), "decode", f"the Gaussians of frame {t} ({name})", self.dtype)
         _sync(device)
         timings["decode"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start

@@ -44,8 +44,58 @@ def disc_rgba(n, size=64):
     return out
 
 
+def write_frames(folder, frames):
+    folder.mkdir()
+    for t, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{t}.png")
+    return folder
+
+
+def broken_models(d, tiny_model):
+    """A model folder with NaN weights and one whose weights are a pickle .pt file."""
+    import shutil
+
+    from ss4d import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_model)
+    with torch.no_grad():
+        for p in pipe.models["slat_flow_model"].parameters():
+            p.fill_(float("nan"))
+    pipe.save_pretrained(d / "model_nan")
+    shutil.copytree(tiny_model, d / "model_pickle")
+    stem = json.loads((d / "model_pickle" / "pipeline.json").read_text())["args"]["models"]["slat_flow_model"]
+    weights = d / "model_pickle" / f"{stem}.safetensors"
+    weights.rename(weights.with_suffix(".pt"))
+
+
+def ffmpeg(*args):
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", *map(str, args)], check=True)
+
+
+def broken_videos(d):
+    """A video with bytes overwritten mid-stream, a fast-start one cut in half, an audio-only mp4."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(40)]
+    import imageio_ffmpeg
+
+    w = imageio_ffmpeg.write_frames(str(d / "noise.mp4"), (64, 64), fps=8, macro_block_size=1, ffmpeg_log_level="error")
+    w.send(None)
+    for f in frames:
+        w.send(np.ascontiguousarray(f))
+    w.close()
+    data = bytearray((d / "noise.mp4").read_bytes())
+    data[len(data) // 3: len(data) // 3 + 3000] = rng.integers(0, 255, 3000, dtype=np.uint8).tobytes()
+    (d / "corrupt_mid.mp4").write_bytes(bytes(data))
+    ffmpeg("-i", d / "noise.mp4", "-c", "copy", "-movflags", "+faststart", d / "faststart.mp4")
+    data = (d / "faststart.mp4").read_bytes()
+    (d / "cut.mp4").write_bytes(data[: len(data) // 2])
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", d / "audio_only.mp4")
+
+
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, tiny_model):
     """Small synthetic inputs for the error table."""
     d = tmp_path_factory.mktemp("cli_inputs")
     good = d / "good"
@@ -80,7 +130,19 @@ def inputs(tmp_path_factory):
     occupied = d / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
+    (d / "link").symlink_to(occupied)
     (d / "model_empty").mkdir()
+    broken_models(d, tiny_model)
+    broken_videos(d)
+    tiny = np.zeros((2, 2, 4), np.uint8)
+    tiny[0, 0] = 255
+    write_frames(d / "tiny_frames", [tiny, tiny])
+    dot = np.zeros((64, 64, 4), np.uint8)
+    dot[30, 30] = 255
+    write_frames(d / "one_pixel_object", [dot, dot])
+    rgba = disc_rgba(2)
+    write_frames(d / "mixed", [rgba[0], np.where(rgba[1][..., 3:] > 0, rgba[1][..., :3], 255).astype(np.uint8)])
+    write_frames(d / "uniform", [np.full((64, 64, 3), 255, np.uint8)] * 2)
     return d
 
 
@@ -95,7 +157,18 @@ BAD_INPUTS = [
     ("missing_file", lambda d, m, o: [d / "nope.mp4", "--model", m, "-o", o], "input not found"),
     ("empty_file", lambda d, m, o: [d / "empty.mp4", "--model", m, "-o", o], r"is empty \(0 bytes\)"),
     ("corrupt_video", lambda d, m, o: [d / "garbage.mp4", "--model", m, "-o", o], "cannot decode .* as a video"),
-    ("truncated_video", lambda d, m, o: [d / "truncated.mp4", "--model", m, "-o", o], "truncated.mp4"),
+    ("truncated_video", lambda d, m, o: [d / "truncated.mp4", "--model", m, "-o", o],
+     "truncated.mp4 is truncated.*index is missing"),
+    ("truncated_faststart_video", lambda d, m, o: [d / "cut.mp4", "--model", m, "-o", o, "--frames", "32"],
+     r"cut.mp4 is truncated.*40 frames expected.*\d+ decoded"),
+    ("corrupt_frame", lambda d, m, o: [d / "corrupt_mid.mp4", "--model", m, "-o", o, "--frames", "32"],
+     r"frame \d+ of .*corrupt_mid.mp4 could not be decoded"),
+    ("audio_only_video", lambda d, m, o: [d / "audio_only.mp4", "--model", m, "-o", o], "has no video stream"),
+    ("frames_2x2", lambda d, m, o: [d / "tiny_frames", "--model", m, "-o", o], "2x2 pixels; SS4D needs at least 16"),
+    ("one_pixel_object", lambda d, m, o: [d / "one_pixel_object", "--model", m, "-o", o], "object is only 1x1 pixels"),
+    ("mixed_rgb_rgba", lambda d, m, o: [d / "mixed", "--model", m, "-o", o],
+     r"1 of 2 frames have no transparency \(first: 1.png\)"),
+    ("uniform_frames", lambda d, m, o: [d / "uniform", "--model", m, "-o", o], "no object found"),
     ("unsupported_type", lambda d, m, o: [d / "notes.txt", "--model", m, "-o", o], "unsupported input type '.txt'"),
     ("single_image", lambda d, m, o: [d / "still.png", "--model", m, "-o", o], "is a single image"),
     ("zero_frames_folder", lambda d, m, o: [d / "emptydir", "--model", m, "-o", o], "has no image frames"),
@@ -108,7 +181,10 @@ BAD_INPUTS = [
     ("mask_dir_missing", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--mask-dir", d / "nomasks"],
      "--mask-dir .* is not a folder"),
     ("odd_frames", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--frames", "3"], "--frames must be even"),
-    ("zero_frames_flag", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--frames", "0"], "--frames must be >= 1"),
+    ("zero_frames_flag", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--frames", "0"],
+     "--frames must be >= 2, got 0 .*pair"),
+    ("seed_too_large", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--seed", str(2 ** 63)],
+     "--seed must be <= 9223372036854775807"),
     ("start_past_end", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--start", "10"],
      "no frames left after selection"),
     ("fps_on_folder", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--fps", "8"],
@@ -116,6 +192,20 @@ BAD_INPUTS = [
     ("bad_fps", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--fps", "-2"], "--fps must be a positive"),
     ("output_under_file", lambda d, m, o: [d / "good", "--model", m, "-o", d / "a_file" / "out"], "is a file"),
     ("output_occupied", lambda d, m, o: [d / "good", "--model", m, "-o", d / "occupied"], "--overwrite"),
+    ("overwrite_foreign_folder", lambda d, m, o: [d / "good", "--model", m, "-o", d / "occupied", "--overwrite"],
+     "not an ss4d output.*left untouched"),
+    ("overwrite_input_folder", lambda d, m, o: [d / "good", "--model", m, "-o", d / "good", "--overwrite"],
+     "is the input"),
+    ("overwrite_input_parent", lambda d, m, o: [d / "good", "--model", m, "-o", d, "--overwrite"],
+     "contains the input"),
+    ("overwrite_model_folder", lambda d, m, o: [d / "good", "--model", m, "-o", m, "--overwrite"],
+     "is the model folder"),
+    ("output_symlink", lambda d, m, o: [d / "good", "--model", m, "-o", d / "link", "--overwrite"], "symbolic link"),
+    ("output_name_too_long", lambda d, m, o: [d / "good", "--model", m, "-o", d / ("x" * 250)], "too long"),
+    ("nan_weights", lambda d, m, o: [d / "good", "--model", d / "model_nan", "-o", o] + FAST,
+     "weights of slat_flow_model hold NaN/inf"),
+    ("pickle_checkpoint", lambda d, m, o: [d / "good", "--model", d / "model_pickle", "-o", o] + FAST,
+     r"\.pt is a pickle checkpoint, but only safetensors are read"),
     ("missing_model", lambda d, m, o: [d / "good", "--model", d / "no_model", "-o", o],
      "model folder not found.*checkpoints/README.md"),
     ("hub_id_as_model", lambda d, m, o: [d / "good", "--model", "lizb6626/SS4D", "-o", o],
@@ -159,7 +249,7 @@ def test_bad_input(case, build, pattern, inputs, tiny_model, tmp_path, capsys):
 
 
 def test_bad_input_table_is_large_enough():
-    assert len(BAD_INPUTS) >= 15
+    assert len(BAD_INPUTS) >= 49
 
 
 def test_debug_shows_traceback(inputs, tiny_model, tmp_path, capsys):
@@ -177,6 +267,7 @@ def test_empty_structure_is_exit_1(inputs, tiny_model, tmp_path, capsys):
     broken = pipe.save_pretrained(tmp_path / "empty_structure")
     code, _, err = run_cli([inputs / "good", "--model", broken, "-o", tmp_path / "o"] + FAST, capsys)
     assert code == EXIT_INTERNAL and "is empty" in err and "--seed" in err and len(err.strip().splitlines()) == 1
+    assert "('" not in err, "a GenerationError prints as a sentence, not a Python tuple"
     assert not (tmp_path / "o").exists()
 
 
@@ -244,15 +335,26 @@ def test_cli_on_shared_videos(name, tiny_model, tmp_path, capsys):
     assert result["voxels_per_frame"] == res.voxels_per_frame
 
 
-def test_overwrite_and_render_none(inputs, tiny_model, tmp_path, capsys):
+def test_overwrite_replaces_a_previous_output_and_nothing_else(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    """--overwrite on a previous ss4d output: its files are replaced, the folder's neighbours keep
+    every byte; with --render none no (empty) render bar is drawn, even on a terminal."""
+    from user_files import plant_user_files, snapshot
+
+    plant_user_files(tmp_path)
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    code, _, err = run_cli([inputs / "good", "-o", out, "--model", tiny_model, "--overwrite", "--render", "none"] + FAST,
-                           capsys)
+    code, stdout, err = run_cli([inputs / "good", "-o", out, "--model", tiny_model, "--render", "novel"] + FAST, capsys)
     assert code == EXIT_OK, err
-    assert not (out / "old.txt").exists() and not (out / "renders").exists()
-    assert len(list((out / "gaussians").glob("*.ply"))) == 2
+    assert "(2 PLY files, 1 video)" in stdout
+    assert (out / "renders" / "novel.mp4").is_file()
+    neighbours = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("o")}
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    argv = [inputs / "good", "-o", out, "--model", tiny_model, "--overwrite", "--render", "none", "--frames", "2",
+            "--resolution", "32"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == EXIT_OK, err
+    assert "Rendering" not in err and "0 videos" in stdout
+    assert not (out / "renders").exists() and len(list((out / "gaussians").glob("*.ply"))) == 2
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("o")} == neighbours
 
 
 def test_console_script_subprocess(inputs, tmp_path):
@@ -264,3 +366,174 @@ def test_console_script_subprocess(inputs, tmp_path):
                        env=env, cwd=REPO, timeout=120)
     assert p.returncode == EXIT_BAD_INPUT
     assert "model folder not found" in p.stderr and "SS4D_MODEL" in p.stderr and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------------------ never lose a user's files (issue 8)
+DANGEROUS_OUTPUTS = ["dot", "cwd", "parent_of_cwd", "home", "input_folder", "input_parent", "model_folder", "symlink",
+                     "foreign_folder", "previous_output_with_user_file"]
+
+
+@pytest.mark.parametrize("case", DANGEROUS_OUTPUTS)
+def test_overwrite_never_deletes_user_files(case, tiny_model, tmp_path, capsys, monkeypatch):
+    """The reported data losses (``-o . --overwrite`` wiped the working folder, ``-o <input>`` the
+    frames): every such -o is refused before any work, exit 2, one line, and every byte under the
+    test folder (working folder, home, model, input, neighbours) is still there."""
+    import shutil
+
+    from user_files import plant_user_files, snapshot
+
+    work = plant_user_files(tmp_path / "work")
+    clip = write_frames(work / "clip", disc_rgba(2))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    plant_user_files(model, "m")
+    home = plant_user_files(tmp_path / "home", "h")
+    foreign = plant_user_files(tmp_path / "projects", "p")
+    (tmp_path / "link").symlink_to(foreign)
+    previous = tmp_path / "previous"
+    code, _, err = run_cli([clip, "-o", previous, "--model", model, "--render", "none"] + FAST, capsys)
+    assert code == EXIT_OK, err
+    (previous / "gaussians" / "my_edit.ply").write_text("the user's own file")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    out = {"dot": ".", "cwd": work, "parent_of_cwd": tmp_path, "home": "~", "input_folder": "clip",
+           "input_parent": clip.parent, "model_folder": model, "symlink": tmp_path / "link", "foreign_folder": foreign,
+           "previous_output_with_user_file": previous}[case]
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(["clip", "-o", os.path.expanduser(str(out)), "--model", model, "--overwrite"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_demo_resolves_paths_against_the_callers_folder(tiny_model, tmp_path):
+    """``python scripts/demo.py -o .`` wiped a checkout: -o is the caller's folder, never forced over."""
+    from user_files import plant_user_files, snapshot
+
+    work = plant_user_files(tmp_path / "work")
+    before = snapshot(tmp_path)
+    demo = [sys.executable, str(REPO / "scripts" / "demo.py"), "--model", str(tiny_model), "--frames", "2"]
+    extra = ["--", "--resolution", "32", "--render", "none", "--no-progress"]
+    p = subprocess.run(demo + ["-o", "."] + extra, cwd=work, capture_output=True, text=True, timeout=300)
+    assert p.returncode == EXIT_BAD_INPUT, p.stderr
+    assert snapshot(tmp_path) == before
+    p = subprocess.run(demo + ["-o", "run1"] + extra, cwd=work, capture_output=True, text=True, timeout=300)
+    assert p.returncode == EXIT_OK, p.stderr
+    assert len(list((work / "run1" / "gaussians").glob("*.ply"))) == 2
+    p = subprocess.run(demo + ["-o", "run1"] + extra, cwd=work, capture_output=True, text=True, timeout=300)
+    assert p.returncode == EXIT_BAD_INPUT and "--overwrite" in p.stderr  # only the default output is replaced
+    after = snapshot(tmp_path)
+    assert all(after[k] == v for k, v in before.items())
+
+
+SIGTERM_DRIVER = """
+import sys, time
+import ss4d.export as export
+real = export.save_coords
+def slow(*a, **k):
+    paths = real(*a, **k)
+    print("WRITING", flush=True)
+    time.sleep(120)
+    return paths
+export.save_coords = slow
+from ss4d.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_cleans_up_and_says_so(inputs, tiny_model, tmp_path):
+    """SIGTERM mid-write (kill, timeout, Docker): exit 143 with a line, no output, no temp folder."""
+    import signal
+
+    out = tmp_path / "o"
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_DRIVER, str(inputs / "good"), "-o", str(out), "--model",
+                          str(tiny_model)] + FAST, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    for line in p.stdout:
+        if "WRITING" in line:
+            break
+    assert any(p.name.startswith(".o.tmp-") for p in tmp_path.iterdir()), "the run should be mid-write"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "terminated" in err and len(err.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_outputs_follow_the_umask(inputs, tiny_model, tmp_path, capsys):
+    """Under umask 022 every output folder is 0755 and every file 0644 (mkdtemp/mkstemp would give 0700/0600)."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli([inputs / "good", "-o", tmp_path / "o", "--model", tiny_model] + FAST, capsys)
+    finally:
+        os.umask(old)
+    assert code == EXIT_OK, err
+    paths = [tmp_path / "o", *(tmp_path / "o").rglob("*")]
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in paths}
+    assert {k for k in modes if k.endswith(".ply")} and {k for k in modes if k.endswith(".mp4")}
+    assert {k: m for k, m in modes.items() if m != (0o755 if (tmp_path / k).is_dir() else 0o644)} == {}
+
+
+def test_nonfinite_result_is_exit_1_naming_the_stage(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    """NaN weights that pass the load check (disabled here) stop at the stage they poison: exit 1."""
+    from ss4d import pipeline
+
+    monkeypatch.setattr(pipeline, "check_finite_weights", lambda *a, **k: None)
+    code, _, err = run_cli([inputs / "good", "--model", inputs / "model_nan", "-o", tmp_path / "o"] + FAST, capsys)
+    assert code == EXIT_INTERNAL, err
+    assert "the structured-latent stage produced NaN/inf" in err and "weights" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists() and os.listdir(tmp_path) == []
+
+
+def test_disk_full_is_one_line_exit_2(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from ss4d import export
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "coords"))
+
+    monkeypatch.setattr(export, "save_coords", full)
+    code, _, err = run_cli([inputs / "good", "--model", tiny_model, "-o", tmp_path / "o"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT, err
+    assert "No space left on device" in err and "free some disk space" in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1 and os.listdir(tmp_path) == []
+
+
+def test_image_over_pixel_limit_is_bad_input(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)
+    code, _, err = run_cli([inputs / "good", "--model", tiny_model, "-o", tmp_path / "o"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT and "too large to read safely" in err and len(err.strip().splitlines()) == 1
+
+
+def test_version_and_plain_logs(inputs, tiny_model, tmp_path, capsys):
+    """--version; without a terminal no carriage-return progress bars reach the log."""
+    from ss4d import __version__
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == EXIT_OK and out.strip() == f"ss4d-generate {__version__}"
+    code, out, err = run_cli([inputs / "good", "--model", tiny_model, "-o", tmp_path / "o", "--frames", "2",
+                              "--resolution", "32", "--render", "novel"], capsys)
+    assert code == EXIT_OK, err
+    assert "\r" not in err and "\r" not in out and "1 video)" in out
+
+
+def test_default_threads():
+    """Idle physical cores, at least 1; OMP_NUM_THREADS wins (measured in scripts/bench_pipeline.py)."""
+    from ss4d.threads import default_threads
+
+    env = os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        assert default_threads(lambda: 2, lambda: 1.0, lambda: 1.9) == 1      # busy 2-core runner
+        assert default_threads(lambda: 2, lambda: 1.0, lambda: 0.0) == 2
+        assert default_threads(lambda: 16, lambda: 0.5, lambda: 0.2) == 8     # hyper-threads: physical cores
+        assert default_threads(lambda: 16, lambda: 0.5, lambda: 12.0) == 4
+        assert default_threads(lambda: 4, lambda: 1.0, lambda: 30.0) == 1
+        os.environ["OMP_NUM_THREADS"] = "3"
+        assert default_threads(lambda: 16, lambda: 1.0, lambda: 0.0) == 3
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        if env is not None:
+            os.environ["OMP_NUM_THREADS"] = env

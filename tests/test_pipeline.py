@@ -1,5 +1,6 @@
 """ss4d.Pipeline: end-to-end parity with the official SS4D run, loading, saving, dtypes, encoders."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -174,3 +175,130 @@ def test_load_errors(reference, tmp_path, monkeypatch):
     monkeypatch.delenv("SS4D_DINOV2", raising=False)
     with pytest.raises(ModelFolderError, match="condition encoder.*--dinov2"):
         Pipeline.from_pretrained(no_enc)
+
+
+# ------------------------------------------------------------------------------ save_pretrained never wipes (8: 3)
+def _weights_equal(a, b):
+    return all(torch.equal(x, y) for k in a.models for x, y in zip(a.models[k].state_dict().values(),
+                                                                    b.models[k].state_dict().values()))
+
+
+def test_save_pretrained_refuses_a_users_folder(tiny_model, tmp_path):
+    from user_files import plant_user_files, snapshot
+
+    pipe = Pipeline.from_pretrained(tiny_model)
+    folder = plant_user_files(tmp_path / "project")
+    before = snapshot(folder)
+    with pytest.raises(InputError, match="not empty and holds no pipeline.json.*overwrite=True"):
+        pipe.save_pretrained(folder)
+    assert snapshot(folder) == before
+    pipe.save_pretrained(folder, overwrite=True)          # asked for: model files added, nothing removed
+    after = snapshot(folder)
+    assert all(after[k] == v for k, v in before.items())
+    assert _weights_equal(Pipeline.from_pretrained(folder), pipe)
+    assert sorted(os.listdir(tmp_path)) == ["project"]
+
+
+def test_save_pretrained_over_a_model_folder_replaces_only_model_files(tiny_model, tmp_path):
+    """Saving over an existing model folder (even the one it was loaded from) keeps the user's files
+    there (README, notes, .git) and the result loads with the new weights."""
+    from user_files import plant_user_files, snapshot
+
+    folder = tmp_path / "model"
+    Pipeline.from_pretrained(tiny_model).save_pretrained(folder)
+    plant_user_files(folder)
+    from user_files import USER_FILES
+
+    mine = {rel.split("/")[0] for rel in USER_FILES}
+    user = {k: v for k, v in snapshot(folder).items() if k.split(os.sep)[0] in mine}
+    pipe = Pipeline.from_pretrained(folder)
+    with torch.no_grad():
+        next(pipe.models["slat_flow_model"].parameters()).add_(1.0)
+    pipe.save_pretrained(folder)
+    after = snapshot(folder)
+    assert all(after[k] == v for k, v in user.items())
+    assert _weights_equal(Pipeline.from_pretrained(folder), pipe)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        pipe.save_pretrained(tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------ finiteness (issue 8 item 6)
+def _poison(pipe, key):
+    with torch.no_grad():
+        for p in pipe.models[key].parameters():
+            p.fill_(float("nan"))
+
+
+def test_nan_weights_are_refused_at_load(tiny_model, tmp_path):
+    pipe = Pipeline.from_pretrained(tiny_model)
+    _poison(pipe, "slat_decoder_gs")
+    pipe.save_pretrained(tmp_path / "nan")
+    with pytest.raises(ModelFolderError, match="weights of slat_decoder_gs hold NaN/inf"):
+        Pipeline.from_pretrained(tmp_path / "nan")
+
+
+@pytest.mark.parametrize("key,stage", [("sparse_structure_flow_model", "sparse-structure"),
+                                       ("slat_flow_model", "structured-latent"), ("slat_decoder_gs", "decode")])
+def test_nonfinite_stage_output_is_a_generation_error(tiny_model, key, stage):
+    """NaN weights that slip past loading (set in memory here) stop the run at the stage they poison."""
+    from ss4d.errors import GenerationError
+
+    pipe = Pipeline.from_pretrained(tiny_model)
+    frames = [np.zeros((64, 64, 4), np.uint8) for _ in range(2)]
+    for t, f in enumerate(frames):
+        f[20:40, 24 + 2 * t:44 + 2 * t] = (200, 80, 40, 255)
+    ok = pipe.run(frames, seed=1, progress=False, ss_steps=1, slat_steps=1)
+    assert ok.voxels_per_frame[0] > 0
+    _poison(pipe, key)
+    with pytest.raises(GenerationError, match=f"the {stage} stage produced NaN/inf.*(weights|--dtype)"):
+        pipe.run(frames, seed=1, progress=False, ss_steps=1, slat_steps=1)
+
+
+# ------------------------------------------------------------------------------ API argument checks (issue 8 item 12)
+def test_api_arguments_are_checked(tiny_model):
+    with pytest.raises(InputError, match="unsupported device 'tpu'.*cpu, cuda"):
+        Pipeline.from_pretrained(tiny_model, device="tpu")
+    pipe = Pipeline.from_pretrained(tiny_model)
+    with pytest.raises(InputError, match="unsupported device"):
+        pipe.to("tpu")
+    frames = [np.zeros((64, 64, 4), np.uint8) for _ in range(2)]
+    with pytest.raises(InputError, match="seed must be an integer between 0 and"):
+        pipe.run(frames, seed=2 ** 64, progress=False)
+    with pytest.raises(InputError, match="cfg strength must be a finite number"):
+        pipe.run(frames, ss_cfg=float("nan"), progress=False)
+
+
+def test_saved_model_follows_the_umask(tiny_model, tmp_path):
+    """save_pretrained under umask 022: folders 0755, pipeline.json / .safetensors 0644 (not mkstemp's 0600)."""
+    import stat
+
+    pipe = Pipeline.from_pretrained(tiny_model)
+    old = os.umask(0o022)
+    try:
+        pipe.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "m", *(tmp_path / "m").rglob("*")]
+    assert any(p.suffix == ".safetensors" for p in paths)
+    wrong = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths
+             if stat.S_IMODE(p.stat().st_mode) != (0o755 if p.is_dir() else 0o644)}
+    assert wrong == {}
+
+
+def test_saved_dinov2_encoder_follows_the_umask(tiny_model, tmp_path):
+    """The transformers encoder folder too (its safetensors writer creates 0600 files)."""
+    import stat
+
+    pipe = Pipeline.from_pretrained(tiny_model, image_cond_model="tiny-random")
+    old = os.umask(0o022)
+    try:
+        pipe.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    enc = tmp_path / "m" / "image_cond_model"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [enc, *enc.iterdir()]}
+    assert any(n.endswith(".safetensors") for n in modes)
+    assert {n: oct(m) for n, m in modes.items() if m != (0o755 if (enc / n).is_dir() or n == enc.name else 0o644)} == {}

@@ -86,7 +86,10 @@ class PatchEmbedEncoder(nn.Module):
     def save(self, path: Union[str, Path]) -> None:
         from safetensors.torch import save_file
 
+        from trellis_ext.atomic import apply_umask
+
         save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(path))
+        apply_umask(path)  # save_file creates 0600 files
 
     # ---- encoder interface -------------------------------------------------------------
     @property

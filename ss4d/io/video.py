@@ -7,12 +7,17 @@ arrays plus the frame rate and where each frame came from). Every failure a user
 * **Videos** (``.mp4 .mov .webm .mkv .avi .m4v``): decoded with the ffmpeg binary that the
   ``imageio-ffmpeg`` wheel ships (no system ffmpeg needed), as RGBA, so clips with an alpha channel
   (ProRes 4444, QuickTime RLE, PNG-in-MOV, VP8/VP9 WebM with alpha — decoded with libvpx, which
-  keeps the alpha plane) keep it. Decoding stops as soon as the selection is complete.
+  keeps the alpha plane) keep it. Decoding stops as soon as the selection is complete. ffmpeg runs
+  with ``-xerror``: a decoder error ends the stream, and when a stream ends before the frame count
+  the container announces, a second, diagnostic decode tells a **truncated** file (the data ends
+  early) from a **corrupt** frame ("frame N of FILE could not be decoded"); both are bad input,
+  never garbage frames or a silently shorter clip.
 * **GIF**: Pillow; transparency becomes alpha; the frame rate comes from the frame durations.
 * **Folder**: every image file (``.png .jpg .jpeg .webp .bmp .tif .tiff``) in natural order
-  (``2.png`` before ``10.png``); RGBA PNG sequences keep their alpha. All frames must have the
-  same size. A folder has no frame rate (``--fps`` is refused; outputs use 8 fps, the rate of the
-  official demo videos).
+  (``2.png`` before ``10.png``); RGBA PNG sequences keep their alpha; 16-bit grayscale PNGs are
+  scaled to 8 bits; images over Pillow's pixel limit are refused with a hint. All frames must have
+  the same size and be all transparent (RGBA) or all opaque. A folder has no frame rate (``--fps``
+  is refused; outputs use 8 fps, the rate of the official demo videos).
 
 Frame selection (:class:`FrameSelection`), applied in this order:
 
@@ -28,6 +33,8 @@ count, the last frame is dropped (with a note); fewer than 2 frames is an error.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import re
@@ -38,6 +45,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..preprocess import check_frame_size, image_to_array, refuse_mixed_alpha, uses_alpha
 
 __all__ = ["FrameSelection", "VideoFrames", "read_frames", "list_frame_files", "natural_key",
            "VIDEO_EXTENSIONS", "GIF_EXTENSIONS", "IMAGE_EXTENSIONS", "DEFAULT_MAX_FRAMES", "FOLDER_FPS",
@@ -54,6 +62,22 @@ FOLDER_FPS = 8.0
 MIN_FRAMES = 2
 #: ffmpeg decoders that keep the alpha plane of VP8/VP9 WebM (the native ones drop it).
 ALPHA_DECODERS = {"vp9": "libvpx-vp9", "vp8": "libvpx"}
+#: ffmpeg options for every decode: stop at the first decoder error instead of concealing it.
+STRICT_DECODE = ("-xerror",)
+#: Frames a decoded stream may fall short of the container's duration x rate without a note.
+FRAME_COUNT_SLACK = 1
+#: ffmpeg log lines that mean the file ends before its own index says (demuxer, not decoder).
+TRUNCATION_MARKERS = ("partial file", "Packet corrupt", "corrupt input packet")
+#: An MP4/MOV whose index ("moov" box, often written last) is missing: truncated if it starts like one.
+MISSING_INDEX_MARKER = "moov atom not found"
+MP4_SIGNATURE, MP4_SIGNATURE_OFFSET = b"ftyp", 4
+#: ffmpeg log lines that mean the file holds no video stream.
+NO_VIDEO_MARKERS = ("does not contain any stream", "matches no streams", "no video stream")
+IMAGEIO_FFMPEG_LOGGER = "imageio_ffmpeg"
+#: "[h264 @ 0x55...] " in front of an ffmpeg log line.
+FFMPEG_LOG_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+#: Seconds the diagnostic decode of a broken video may take.
+DIAGNOSE_TIMEOUT_S = 120
 SUPPORTED = f"a video ({' '.join(VIDEO_EXTENSIONS)}), an animated .gif, or a folder of frames (.png/.jpg)"
 
 
@@ -163,7 +187,8 @@ def _wanted_indices(selection: FrameSelection, step: float) -> Iterator[int]:
         k += 1
 
 
-def _select(stream: Iterator[np.ndarray], selection: FrameSelection, step: float) -> Tuple[List[np.ndarray], List[int], bool, int]:
+def _select(stream: Iterator[np.ndarray], selection: FrameSelection,
+            step: float) -> Tuple[List[np.ndarray], List[int], bool, int]:
     """Consume ``stream`` (source frames in order) and keep the selected ones.
 
     Returns (frames, source indices, more_available, source frames seen)."""
@@ -211,14 +236,16 @@ def _finish(frames: List[np.ndarray], indices: List[int], names: List[str], more
     if len(sizes) > 1:
         raise InputError(f"frames of {path} have different sizes {sorted(sizes)}",
                          "resize all frames to one size")
+    check_frame_size(frames[0].shape[1], frames[0].shape[0], f"the frames of {path}")
+    refuse_mixed_alpha(frames, names)
     frames = _normalise_channels(frames)
     return VideoFrames(frames=frames, fps=fps, source=path, kind=kind, indices=indices, names=names,
                        source_fps=source_fps, notes=notes)
 
 
 def _normalise_channels(frames: List[np.ndarray]) -> List[np.ndarray]:
-    """All RGBA if any frame has a non-opaque alpha, otherwise all RGB."""
-    has_alpha = any(f.shape[-1] == 4 and int(f[..., 3].min()) < 255 for f in frames)
+    """All RGBA if the frames have a non-opaque alpha (all or none do: refuse_mixed_alpha), otherwise all RGB."""
+    has_alpha = any(uses_alpha(f) for f in frames)
     out = []
     for f in frames:
         if f.ndim == 2:
@@ -256,32 +283,99 @@ class _FFmpegFrames:
         self.gen.close()
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _starts_like_mp4(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(MP4_SIGNATURE_OFFSET + len(MP4_SIGNATURE))
+    return head[MP4_SIGNATURE_OFFSET:] == MP4_SIGNATURE
+
+
+def _truncated_error(path: str, detail: str) -> InputError:
+    return InputError(f"{path} is truncated: the file ends before the data its container announces ({detail})",
+                      "the download or copy was probably cut short; get the complete file again")
+
+
 def _ffmpeg_stream(path: str, input_params: Sequence[str] = ()) -> Tuple[dict, _FFmpegFrames]:
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(path, pix_fmt="rgba", bpp=4, input_params=list(input_params))
+    gen = imageio_ffmpeg.read_frames(path, pix_fmt="rgba", bpp=4, input_params=list(STRICT_DECODE) + list(input_params))
     try:
-        meta = next(gen)
+        with _quiet_logger(IMAGEIO_FFMPEG_LOGGER):  # it warns on rotated videos, which ffmpeg rotates for us
+            meta = next(gen)
     except StopIteration:
         raise InputError(f"cannot decode {path}: ffmpeg found no video stream",
                          f"give {SUPPORTED}") from None
     except Exception as e:  # imageio-ffmpeg raises IOError/RuntimeError with ffmpeg's log
         gen.close()
-        last = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        text = str(e)
+        last = [ln for ln in text.strip().splitlines() if ln.strip()]
         detail = last[-1].strip() if last else type(e).__name__
+        if any(m in text for m in NO_VIDEO_MARKERS):
+            raise InputError(f"{path} has no video stream (an audio-only file?)", f"give {SUPPORTED}") from None
+        if MISSING_INDEX_MARKER in text and _starts_like_mp4(path):
+            raise _truncated_error(path, "its index is missing") from None
         raise InputError(f"cannot decode {path} as a video (ffmpeg: {detail[:200]})",
                          "check that the file is a complete, playable video, or re-encode it "
                          "(e.g. ffmpeg -i in.mov out.mp4)") from None
+    if meta.get("size") is None:
+        gen.close()
+        raise InputError(f"{path} has no video stream (an audio-only file?)", f"give {SUPPORTED}")
     w, h = meta["size"]
     return meta, _FFmpegFrames(path, gen, w, h)
+
+
+def _diagnose(path: str, input_params: Sequence[str]) -> Tuple[int, str]:
+    """Decode the whole video once more, discarding frames: (ffmpeg's exit code, its warnings)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "warning", *STRICT_DECODE,
+           *input_params, "-i", path, "-map", "0:v:0", "-f", "null", "-"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=DIAGNOSE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return 0, ""
+    return p.returncode, p.stderr
+
+
+def _check_complete(path: str, meta: dict, seen: int, input_params: Sequence[str], notes: List[str]) -> None:
+    """The stream ended after ``seen`` frames: a decoder error or truncation is an InputError; a
+    stream merely shorter than the container's duration x rate gets a note."""
+    fps, duration = float(meta.get("fps") or 0), float(meta.get("duration") or 0)
+    expected = int(round(fps * duration))
+    if expected and seen + FRAME_COUNT_SLACK >= expected:
+        return
+    code, log = _diagnose(path, input_params)
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    if any(m in log for m in TRUNCATION_MARKERS):
+        raise _truncated_error(path, f"{expected} frames expected from its duration and rate, {seen} decoded")
+    if code != 0 or lines:
+        detail = f" (ffmpeg: {FFMPEG_LOG_PREFIX.sub('', lines[0])[:200]})" if lines else ""
+        raise InputError(f"frame {seen} of {path} could not be decoded{detail}",
+                         "the file is corrupt; re-encode or re-download it")
+    if expected:
+        notes.append(f"{path}'s container announces {expected} frames but its video stream holds {seen}")
 
 
 def _read_video(path: str, selection: FrameSelection) -> VideoFrames:
     meta, stream = _ffmpeg_stream(path)
     decoder = ALPHA_DECODERS.get(str(meta.get("codec", "")).split(" ")[0])
+    params: List[str] = []
     if decoder is not None:  # VP8/VP9: the native decoder drops the alpha plane
         stream.close()
-        meta, stream = _ffmpeg_stream(path, ["-c:v", decoder])
+        params = ["-c:v", decoder]
+        meta, stream = _ffmpeg_stream(path, params)
     source_fps = float(meta.get("fps") or 0) or None
     notes: List[str] = []
     step = _step(selection, source_fps, notes)
@@ -289,6 +383,8 @@ def _read_video(path: str, selection: FrameSelection) -> VideoFrames:
         frames, indices, more, seen = _select(iter(stream), selection, step)
     finally:
         stream.close()
+    if not more:
+        _check_complete(path, meta, seen, params, notes)
     fps = (source_fps or FOLDER_FPS) / step
     names = [f"frame_{i:05d}" for i in indices]
     return _finish(frames, indices, names, more, seen, selection, path, "video", fps, source_fps, notes)
@@ -340,8 +436,11 @@ def _read_folder(path: str, selection: FrameSelection) -> VideoFrames:
             try:
                 with Image.open(f) as im:
                     im.load()
-                    mode = "RGBA" if ("A" in im.mode or "transparency" in im.info) else "RGB"
-                    yield np.asarray(im.convert(mode))
+                    yield image_to_array(im)
+            except Image.DecompressionBombError as e:
+                raise InputError(f"frame {f} is too large to read safely ({e})",
+                                 "downscale the frames (SS4D works at 518x518), e.g. to at most 4096 pixels "
+                                 "a side") from None
             except (UnidentifiedImageError, OSError, SyntaxError) as e:
                 raise InputError(f"cannot read frame {f} ({type(e).__name__}: {e})",
                                  "replace or remove the broken file") from None

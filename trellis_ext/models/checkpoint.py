@@ -13,12 +13,14 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..atomic import apply_umask, sweep_stale_temps, temp_prefix
 from .registry import UnknownModelError, get_model_class
 
 __all__ = ["CheckpointError", "from_pretrained", "save_pretrained", "load_config",
            "build_model", "load_state_dict_strict", "resolve_stem"]
 
 MAX_KEYS_LISTED = 12  # how many offending keys an error message spells out
+PICKLE_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")  # torch.save checkpoints: named, never loaded
 
 
 class CheckpointError(RuntimeError):
@@ -101,6 +103,11 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not os.path.isfile(path):
+        stem = os.path.splitext(path)[0]
+        pickled = [stem + ext for ext in PICKLE_EXTENSIONS if os.path.isfile(stem + ext)]
+        if pickled:
+            raise CheckpointError(f"{pickled[0]} is a pickle checkpoint, but only safetensors are read (pickle can "
+                                  f"run code); convert it to {path} with safetensors.torch.save_file")
         raise CheckpointError(f"weights not found: {path}")
     try:
         return load_file(path)
@@ -142,12 +149,14 @@ def save_pretrained(model: nn.Module, path: str, name: Optional[str] = None,
     directory = os.path.dirname(os.path.abspath(stem))
     os.makedirs(directory, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+    sweep_stale_temps(directory)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=temp_prefix(f".{os.path.basename(stem)}.")) as tmp:
         tmp_json = os.path.join(tmp, "model.json")
         tmp_st = os.path.join(tmp, "model.safetensors")
         with open(tmp_json, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=4)
         save_file(state, tmp_st)
+        apply_umask(tmp_st)  # save_file creates 0600 files
         os.replace(tmp_st, stem + ".safetensors")
         os.replace(tmp_json, stem + ".json")
     return stem + ".json", stem + ".safetensors"
