@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write other formats: comma list of glb (animated mesh), obj, ply-mesh (mesh per "
                         "frame), splat (.splat per frame), or all / none (default none; see README 'Exports')")
     g.add_argument("--mesh-quality", default="normal", choices=["fast", "normal"],
-                   help="meshing effort for glb/obj/ply-mesh (default normal; fast is ~4x cheaper)")
+                   help="meshing effort for glb/obj/ply-mesh (default normal; fast is ~3x cheaper)")
 
     g = p.add_argument_group("messages")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")

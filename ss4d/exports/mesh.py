@@ -10,9 +10,11 @@ from renders of the Gaussians:
    :data:`GRID_BOUNDS` (+ a margin): for every voxel centre and view, ``sdf = depth(pixel) - z``;
    pixels with ``alpha < alpha_threshold`` are empty space (``sdf = +truncation``). Values are
    clamped to ``±truncation`` and averaged over the views that see the voxel in front of or just
-   behind the surface; voxels no view ever sees (always more than one truncation behind a
-   surface) are the interior (``-truncation``). Colour is averaged over the views that see a
-   voxel within one truncation of the surface.
+   behind the surface, an empty-space observation with weight 1 and a surface one with the |cos|
+   between the ray and the depth map's normal (grazing views and silhouette edges, where splats
+   bleed outwards, count little); voxels no view ever sees (always more than one truncation behind
+   a surface) are the interior (``-truncation``). Colour is averaged with the same weights over
+   the views that see a voxel within one truncation of the surface.
 3. **Marching cubes** (scikit-image) at level 0 on the zero-padded volume -> a closed surface.
 4. **Simplification** (fast-simplification, quadric decimation) to at most ``target_faces``.
 5. **Vertex colours**: the fused colour volume sampled trilinearly at the final vertices
@@ -59,7 +61,8 @@ MIN_WEIGHT = 1e-3
 
 @dataclass
 class MeshSettings:
-    """How a Gaussian frame becomes a mesh (defaults: ~1-3 s per frame on a CPU core).
+    """How a Gaussian frame becomes a mesh (defaults: ~14 s per frame of 20k Gaussians on one busy CPU
+    core, nearly all of it the 24 renders; ``scripts/bench_exports.py``).
 
     Attributes:
         grid: TSDF voxels per side of the object box.
@@ -85,7 +88,7 @@ class MeshSettings:
                              f"got {self}")
 
 
-#: Named settings: ``fast`` (~4x cheaper; previews, the web app on a CPU) and ``normal``.
+#: Named settings: ``fast`` (~3x cheaper; previews, the web app on a CPU) and ``normal``.
 MESH_QUALITY = {
     "fast": MeshSettings(grid=64, views=12, image_size=128, target_faces=10000),
     "normal": MeshSettings(),
@@ -110,9 +113,10 @@ class TsdfVolume:
     Attributes:
         tsdf: [R, R, R] truncated signed distance in units of the truncation (< 0 inside), indexed
             (x, y, z).
-        weight: [R, R, R] number of views that contributed.
-        color_sum: [R, R, R, 3] sum of RGB over the views that saw the voxel near the surface.
-        color_weight: [R, R, R] their count.
+        weight: [R, R, R] total view weight: 1 per view that saw the voxel as empty space, |cos| of
+            the viewing angle per view that saw it near or in front of a surface.
+        color_sum: [R, R, R, 3] weighted sum of RGB over the views that saw the voxel near the surface.
+        color_weight: [R, R, R] the sum of their weights.
         origin: world position of voxel (0, 0, 0)'s centre.
         voxel_size: lattice spacing (world units).
     """
