@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["main", "build_parser", "build_app", "AppConfig", "RunStore", "input_path", "run_generate", "AppError"]
+__all__ = ["main", "build_parser", "build_app", "serve", "AppConfig", "RunStore", "input_path", "run_generate", "AppError"]
 
 PROG = "ss4d-app"
 REPO = Path(__file__).resolve().parents[1]
@@ -293,6 +293,17 @@ def build_app(config: AppConfig):
     return demo
 
 
+def serve(config: AppConfig, host: str, port: int, max_queue: int = DEFAULT_MAX_QUEUE,
+          concurrency: int = DEFAULT_CONCURRENCY, block: bool = True):
+    """Build the page, queue it (``concurrency`` generations at once, ``max_queue`` waiting) and serve
+    it; ``block=False`` returns the running ``Blocks`` (``.close()`` stops it)."""
+    demo = build_app(config)
+    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+    demo.launch(server_name=host, server_port=port, show_error=False, ssr_mode=False, quiet=True,
+                allowed_paths=[str(config.store.root)], prevent_thread_lock=not block)
+    return demo
+
+
 def _models(extra: Optional[str], tiny_only: bool = False) -> Dict[str, str]:
     from .cli import DEFAULT_MODEL, DEFAULT_MODEL_ENV
 
@@ -359,12 +370,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = AppConfig(models=_models(args.model, args.tiny), store=RunStore(root, args.max_runs), device=device,
                        threads=args.threads, mesh_quality=args.mesh_quality or ("normal" if device == "cuda" else "fast"))
     port = args.port or _free_port(args.host)
-    demo = build_app(config)
-    demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
     print(f"[{PROG}] serving on http://{args.host}:{port} (temporary files in {root}; Ctrl+C to stop)", flush=True)
     try:
-        demo.launch(server_name=args.host, server_port=port, show_error=False, ssr_mode=False, quiet=True,
-                    allowed_paths=[str(root)])
+        serve(config, args.host, port, args.max_queue, args.concurrency)
     except OSError as e:
         print(f"{PROG}: error: cannot serve on {args.host}:{port}: {e}", file=sys.stderr)
         return 2

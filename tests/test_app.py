@@ -90,3 +90,43 @@ def test_page_builds_and_parser_defaults(config):
     assert {"ss4d-upload", "ss4d-generate", "ss4d-turntable", "ss4d-novel", "ss4d-downloads"} <= ids
     args = build_parser().parse_args([])
     assert args.host == "127.0.0.1" and args.concurrency == 1
+
+
+def test_concurrent_visitors_are_queued(config, monkeypatch):
+    """Two visitors click at once: with the default concurrency of 1 the second generation starts only
+    after the first ended (the generation is replaced by a 1.5 s stand-in that then fails)."""
+    import socket
+    import threading
+    import time
+
+    from gradio_client import Client
+
+    import ss4d.app as app
+
+    state = {"running": 0, "max": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def slow(*args, **kwargs):
+        with lock:
+            state["running"] += 1
+            state["calls"] += 1
+            state["max"] = max(state["max"], state["running"])
+        time.sleep(1.5)
+        with lock:
+            state["running"] -= 1
+        raise AppError("stand-in generation")
+
+    monkeypatch.setattr(app, "run_generate", slow)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.serve(config, "127.0.0.1", port, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        jobs = [client.submit(None, TINY_LABEL, 2, 1, 0, 0, 64, [], api_name="/generate") for _ in range(2)]
+        for job in jobs:
+            with pytest.raises(Exception, match="stand-in generation"):
+                job.result(timeout=60)
+    finally:
+        demo.close()
+    assert state == {"running": 0, "max": 1, "calls": 2}
