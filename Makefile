@@ -5,12 +5,14 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 TORCH   ?= 2.13.0
 STAMP   := $(VENV)/.ss4d-installed
+# setup.py extras installed everywhere (CUDA machines add "cuda")
+EXTRAS  ?= dev,pipeline,data,ray,eval,export,app,browser
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo app test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -20,10 +22,10 @@ $(STAMP): setup.py Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 	    echo "[setup] CUDA found: installing torch and the 'cuda' extra"; \
-	    $(VPY) -m pip install -q "torch" && EXTRA="dev,pipeline,data,ray,eval,cuda"; \
+	    $(VPY) -m pip install -q "torch" && EXTRA="$(EXTRAS),cuda"; \
 	else \
 	    echo "[setup] no CUDA: installing torch==$(TORCH) (CPU)"; \
-	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="dev,pipeline,data,ray,eval"; \
+	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="$(EXTRAS)"; \
 	fi; \
 	$(VPY) -c "import importlib.metadata as m; print('torch==' + m.version('torch').split('+')[0])" > constraints.txt; \
 	$(VPY) -m pip install -q -c constraints.txt -e ".[$$EXTRA]"
@@ -32,9 +34,13 @@ $(STAMP): setup.py Makefile
 demo: setup
 	$(VPY) scripts/demo.py
 
+# The web page (gradio) on http://127.0.0.1:7860; ARGS="--tiny" to try it without weights.
+app: setup
+	$(VPY) -m ss4d.app $(ARGS)
+
 # The data toolkit's Blender checks need .venv-blender (bpy is cp311-only): installed when this
 # Python is 3.11, otherwise those tests skip with a note.
-test: setup setup-blender-if-possible
+test: setup setup-blender-if-possible setup-browser-if-possible setup-gltf-validator-if-possible
 	$(VPY) -m pytest -q tests
 
 test-fast: setup
@@ -69,3 +75,23 @@ $(BLENDER_STAMP):
 	$(BLENDER_VENV)/bin/python -m pip install -q "bpy==$(BPY)"
 	@$(BLENDER_VENV)/bin/python -c "import bpy; print('[setup-blender] bpy', bpy.app.version_string)"
 	@touch $@
+
+# The app's browser test drives Debian's chromium through Debian's chromium-driver (apt; never a browser
+# download). Installed when missing and we are root with apt; otherwise that test skips with the reason.
+.PHONY: setup-browser-if-possible setup-gltf-validator-if-possible
+setup-browser-if-possible:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "[setup-browser] apt-get install chromium chromium-driver"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        chromium chromium-driver >/dev/null) || echo "[setup-browser] apt failed: the browser test will skip"; \
+	else echo "[setup-browser] no chromium/chromedriver and no root apt: the browser test will skip"; fi
+
+# The Khronos glTF validator (npm package gltf-validator) for the GLB checks, into .node/ (ignored by git).
+GLTF_VALIDATOR ?= 2.0.0-dev.3.10
+setup-gltf-validator-if-possible:
+	@if [ -d .node/node_modules/gltf-validator ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	    npm install --silent --no-audit --no-fund --prefix .node gltf-validator@$(GLTF_VALIDATOR) \
+	        || echo "[setup-gltf-validator] npm failed: the validator check will skip"; \
+	else echo "[setup-gltf-validator] no npm: the Khronos validator check will skip"; fi

@@ -14,6 +14,9 @@ CORE = [
     "scipy>=1.10",
 ]
 
+# --export glb/obj/ply-mesh/splat: TSDF marching cubes (scikit-image), decimation, glTF writer.
+EXPORT = ["scikit-image>=0.22", "fast-simplification>=0.1.7", "pygltflib>=1.16"]
+
 EXTRAS = {
     # GPU backends; installed only on machines with CUDA (see Makefile). spconv-cu120 has no
     # Python 3.12 wheel, spconv-cu126 does. flash-attn has no wheel on PyPI, so it is not listed.
@@ -30,6 +33,11 @@ EXTRAS = {
     # ss4d-eval: torchmetrics ships the LPIPS v0.1 linear heads (no torchvision needed); CLIP-S reads a
     # local transformers CLIP folder
     "eval": ["torchmetrics>=1.4", "transformers>=4.48"],
+    "export": EXPORT,
+    # ss4d-app (gradio page); it offers the exports above.
+    "app": ["gradio>=5.0"] + EXPORT,
+    # the app's browser test drives Debian's chromium through chromium-driver (apt), never a downloaded browser
+    "browser": ["selenium>=4.20"],
 }
 
 setup(
@@ -45,6 +53,7 @@ setup(
     entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
                                     "ss4d-build-dataset = ss4d.data.build:main",
                                     "ss4d-pack-dataset = ss4d.data.shards:main",
-                                    "ss4d-eval = ss4d.evaluation.cli:main"]},
+                                    "ss4d-eval = ss4d.evaluation.cli:main",
+                                    "ss4d-app = ss4d.app:main"]},
     license="MIT",
 )

@@ -5,7 +5,8 @@ Until trained weights ship, it uses a tiny pipeline with **random weights** that
 ``checkpoints/tiny_ss4d/`` on first use (a few seconds; ignored by git). Random weights mean the
 Gaussians are an abstract shape, not the dancing robot: the demo shows the whole path working
 (video reading, matting, preprocessing, both flow stages, decoding, PLY/npz export, renders,
-result.json). With ``--model PATH`` pointing at the official SS4D folder it runs the real thing.
+an animated GLB and .splat files, result.json). With ``--model PATH`` pointing at the official SS4D
+folder it runs the real thing.
 
 Outputs go to ``outputs/demo/`` of the checkout (see ``result.json`` there); a rerun replaces that
 previous demo output and nothing else. Relative ``-o``/``--video``/``--model`` paths and every
@@ -24,6 +25,8 @@ sys.path.insert(0, REPO)
 
 CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
 TINY = os.path.join(REPO, "checkpoints", "tiny_ss4d")
+#: The files people open elsewhere: an animated GLB and .splat per frame (README "Exports").
+EXPORTS = ["--export", "glb,splat", "--mesh-quality", "fast"]
 DEFAULT_OUTPUT = os.path.join(REPO, "outputs", "demo")
 
 
@@ -68,13 +71,14 @@ def main() -> int:
               "it shows every stage working. Pass --model <SS4D folder> for the real model.", flush=True)
     replace = ["--overwrite"] if args.output == DEFAULT_OUTPUT else []  # only the demo's own folder
     cmd = generate_command() + [args.video, "-o", args.output, "--model", model, "--frames", str(args.frames),
-                                "--stride", str(args.stride)] + replace + args.extra
+                                "--stride", str(args.stride)] + replace + EXPORTS + args.extra
     print("[demo] $ " + " ".join(_shown(c) if os.path.isabs(c) else c for c in cmd), flush=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     code = subprocess.call(cmd, env=env)
     if code == 0:
         print(f"[demo] done in {time.time() - t0:.1f} s: open {_shown(args.output)}/renders/*.mp4; "
-              f"per-frame Gaussians in gaussians/*.ply, voxels in coords/*.npz, settings in result.json", flush=True)
+              f"per-frame Gaussians in gaussians/*.ply and splat/*.splat, the animated mesh in animation.glb, "
+              f"voxels in coords/*.npz, settings in result.json", flush=True)
     return code
 
 

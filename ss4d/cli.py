@@ -55,7 +55,8 @@ EPILOG = """\
 frames: SS4D needs an even number of frames (>= 2). By default the first 32 selected frames are
   used; an odd selection drops its last frame; an odd --frames is refused.
 outputs (in OUT): gaussians/frame_000.ply ..., coords/frame_000.npz ..., input/frame_000.png ...,
-  renders/{novel,turntable,grid,compare}.mp4 (+ .png of the first frame), result.json.
+  renders/{novel,turntable,grid,compare}.mp4 (+ .png of the first frame), result.json; with --export:
+  animation.glb, mesh/frame_000.{obj,ply}, splat/frame_000.splat (listed under "files" in result.json).
   OUT is written atomically: it appears only when everything is written.
 model: a local folder with SS4D's pipeline.json and ckpts/ (lizb6626/SS4D on the Hugging Face hub;
   see checkpoints/README.md), default $SS4D_MODEL or ./checkpoints/SS4D.
@@ -63,6 +64,7 @@ model: a local folder with SS4D's pipeline.json and ckpts/ (lizb6626/SS4D on the
 example:
   ss4d-generate clip.mp4 -o out/clip --model checkpoints/SS4D --frames 16 --seed 1
   ss4d-generate frames_dir/ --render grid,compare --resolution 512 --device cuda
+  ss4d-generate clip.mp4 --export glb,splat
 """
 
 
@@ -119,6 +121,15 @@ def _render_list(s: str) -> List[str]:
     return list(dict.fromkeys(kinds))
 
 
+def _export_list(s: str) -> List[str]:
+    from .exports import parse_export_list
+
+    try:
+        return parse_export_list(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .io.video import MIN_FRAMES
 
@@ -171,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--yaw", type=float, default=30.0, metavar="DEG", help="novel-view yaw in degrees (default 30)")
     g.add_argument("--pitch", type=float, default=15.0, metavar="DEG", help="novel-view pitch in degrees (default 15)")
     g.add_argument("--background", default="white", choices=["white", "black"], help="render background")
+
+    g = p.add_argument_group("exports")
+    g.add_argument("--export", type=_export_list, default=[], metavar="LIST",
+                   help="also write other formats: comma list of glb (animated mesh), obj, ply-mesh (mesh per "
+                        "frame), splat (.splat per frame), or all / none (default none; see README 'Exports')")
+    g.add_argument("--mesh-quality", default="normal", choices=["fast", "normal"],
+                   help="meshing effort for glb/obj/ply-mesh (default normal; fast is ~3x cheaper)")
 
     g = p.add_argument_group("messages")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -331,8 +349,15 @@ def _generate(args, log: _Log) -> int:
                                  "frames": len(frames), "fps": fps[kind],
                                  "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
         timings["render"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
         rel = {k: [os.path.relpath(p, tmp) for p in v] for k, v in files.items()}
+        if args.export:
+            t0 = time.perf_counter()
+            from .exports import MESH_QUALITY, write_exports
+
+            rel.update(write_exports(result.gaussians, args.export, tmp, clip.fps, MESH_QUALITY[args.mesh_quality],
+                                     progress=progress))
+            timings["exports"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
         export.write_result_json(tmp / "result.json", {
             "input": {"path": os.path.abspath(args.video), "kind": clip.kind, "size": list(clip.size),
                       "source_fps": clip.source_fps, "fps": clip.fps, "source_frames": clip.indices,

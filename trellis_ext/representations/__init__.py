@@ -11,6 +11,7 @@ from .gaussian import (
     hammersley_sequence,
     load_ply,
     matrix_to_quaternion,
+    ply_attributes,
     quaternion_to_matrix,
     save_ply,
     voxel_output_layout,
@@ -18,6 +19,6 @@ from .gaussian import (
 
 __all__ = [
     "Gaussian", "gaussians_from_voxel_output", "compute_offset_perturbation", "hammersley_sequence",
-    "voxel_output_layout", "save_ply", "load_ply", "PlyFormatError", "quaternion_to_matrix",
+    "voxel_output_layout", "save_ply", "load_ply", "ply_attributes", "PlyFormatError", "quaternion_to_matrix",
     "matrix_to_quaternion", "DEFAULT_AABB", "TRELLIS_PLY_TRANSFORM", "PLY_PROPERTY_NAMES", "SH_C0",
 ]

@@ -51,6 +51,7 @@ __all__ = [
     "voxel_output_layout",
     "save_ply",
     "load_ply",
+    "ply_attributes",
     "PlyFormatError",
     "quaternion_to_matrix",
     "matrix_to_quaternion",
@@ -502,6 +503,24 @@ def _check_transform(transform: Optional[Sequence[Sequence[float]]]) -> Optional
     return t
 
 
+def ply_attributes(gaussian: Gaussian, transform: Optional[Sequence[Sequence[float]]] = TRELLIS_PLY_TRANSFORM):
+    """The values a 3DGS file stores, float64 on the CPU, in the file frame ``x' = T x``:
+    ``(xyz [M,3], f_dc [M,3], logit(opacity) [M,1], log(scale) [M,3], unit quaternion (w,x,y,z) [M,4])``.
+    Shared by :func:`save_ply` and the other splat writers (``ss4d.exports.splat``)."""
+    t = _check_transform(transform)
+    with torch.no_grad():
+        xyz = gaussian.get_xyz.detach().double().cpu()
+        f_dc = gaussian.get_features.detach().double().cpu().reshape(-1, 3)
+        opacity = inverse_sigmoid(gaussian.get_opacity.detach().double().cpu()).reshape(-1, 1)
+        scale = torch.log(gaussian.get_scaling.detach().double().cpu())
+        rot = gaussian.get_rotation.detach().double().cpu()
+        if t is not None:
+            tt = torch.from_numpy(t)
+            xyz = xyz @ tt.T
+            rot = matrix_to_quaternion(tt @ quaternion_to_matrix(rot))
+    return xyz, f_dc, opacity, scale, rot
+
+
 def save_ply(
     gaussian: Gaussian,
     path: Union[str, os.PathLike],
@@ -524,17 +543,7 @@ def save_ply(
     """
     from plyfile import PlyData, PlyElement
 
-    t = _check_transform(transform)
-    with torch.no_grad():
-        xyz = gaussian.get_xyz.detach().double().cpu()
-        f_dc = gaussian.get_features.detach().double().cpu().reshape(-1, 3)
-        opacity = inverse_sigmoid(gaussian.get_opacity.detach().double().cpu()).reshape(-1, 1)
-        scale = torch.log(gaussian.get_scaling.detach().double().cpu())
-        rot = gaussian.get_rotation.detach().double().cpu()
-        if t is not None:
-            tt = torch.from_numpy(t)
-            xyz = xyz @ tt.T
-            rot = matrix_to_quaternion(tt @ quaternion_to_matrix(rot))
+    xyz, f_dc, opacity, scale, rot = ply_attributes(gaussian, transform)
     columns = torch.cat([xyz, torch.zeros_like(xyz), f_dc, opacity, scale, rot], dim=1).numpy()
     vertices = np.empty(columns.shape[0], dtype=[(name, "<f4") for name in PLY_PROPERTY_NAMES])
     for i, name in enumerate(PLY_PROPERTY_NAMES):
