@@ -41,6 +41,7 @@ from trellis_ext.sparse import SparseTensor
 from .conditioning.dinov2 import DINOV2_NAME
 from .conditioning.resolve import ENCODER_DIR, ENCODER_FILE, load_condition_encoder
 from .errors import GenerationError, InputError, ModelFolderError
+from .frames import unfold_sparse_coords
 from .models.ss_vae_4d import decode_frames, occupied_coords
 
 __all__ = ["Pipeline", "PipelineResult", "PIPELINE_NAME", "REQUIRED_MODELS", "DTYPES", "resolve_dtype",
@@ -536,7 +537,7 @@ class Pipeline:
         timings["total"] = time.perf_counter() - t_start
 
         coords_cpu = coords.cpu()
-        per_frame = [coords_cpu[coords_cpu[:, 0] == t, 1:].contiguous() for t in range(num_frames)]
+        per_frame = unfold_sparse_coords(coords_cpu, num_frames)
         extras: Dict[str, Any] = {"crop_box": crop}
         if keep_trajectory:
             extras["ss_decoder_logits"] = logits

@@ -1,9 +1,9 @@
 """Flow-matching Euler samplers (TRELLIS's definitions).
 
-Convention: x_t = (1 - t)·x_0 + (σ_min + (1 - σ_min)·t)·ε, t ∈ [0, 1] with t = 1 pure noise; the
-model predicts v and is called with ``1000·t``. The time grid is linspace(1, 0, steps + 1) warped
-by t' = s·t / (1 + (s - 1)·t) (s = ``rescale_t``; s > 1 spends more steps near noise). One Euler
-step: x_{t_prev} = x_t - (t - t_prev)·v.
+Convention (the forward process is :mod:`.flow_process`): x_t = (1 - t)·x_0 + (σ_min + (1 - σ_min)·t)·ε,
+t ∈ [0, 1] with t = 1 pure noise; the model predicts v and is called with ``1000·t``. The time grid is
+linspace(1, 0, steps + 1) warped by t' = s·t / (1 + (s - 1)·t) (s = ``rescale_t``; s > 1 spends more
+steps near noise). One Euler step: x_{t_prev} = x_t - (t - t_prev)·v.
 
 Classifier-free guidance: v = (1 + w)·v(cond) - w·v(neg_cond). With a guidance interval
 [lo, hi], guidance applies only when lo <= t <= hi (the conditional prediction otherwise).
@@ -16,10 +16,10 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .flow_process import SIGMA_MIN, TIMESTEP_SCALE, x0_from_velocity
+
 __all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
            "time_grid", "SAMPLERS"]
-
-TIMESTEP_SCALE = 1000.0  # the models take t in [0, 1000]
 
 
 @dataclass
@@ -53,14 +53,13 @@ def _device(x) -> torch.device:
 class FlowEulerSampler:
     """Plain Euler integration of the learned velocity field (no guidance)."""
 
-    def __init__(self, sigma_min: float = 1e-5):
+    def __init__(self, sigma_min: float = SIGMA_MIN):
         self.sigma_min = sigma_min
 
     # ---- conversions -----------------------------------------------------------------
     def v_to_x0(self, x_t, t: float, v):
         """x_0 = (1 - σ)·x_t - (σ + (1 - σ)·t)·v."""
-        s = self.sigma_min
-        return (1 - s) * x_t - (s + (1 - s) * t) * v
+        return x0_from_velocity(x_t, t, v, self.sigma_min)
 
     # ---- model call ------------------------------------------------------------------
     def _call(self, model: Callable, x_t, t: float, cond, **kwargs):
