@@ -163,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
                         "much faster when the cores are shared with other busy processes)")
 
+    g.add_argument("--low-vram", action="store_true",
+                   help="keep the models on the CPU and move each to the GPU only for its stage; sequential CFG "
+                        "(same result, less GPU memory, slower)")
+    g.add_argument("--cfg-batched", action="store_true",
+                   help="evaluate the guided and unguided passes in one batched call (same result within float "
+                        "tolerance; faster on a GPU, more memory per call)")
+    g.add_argument("--kv-cache", action="store_true",
+                   help="reuse the condition's cross-attention keys/values across sampler steps (exact)")
+
     g = p.add_argument_group("renders")
     g.add_argument("--render", type=_render_list, default=None, metavar="LIST",
                    help="comma list of novel,turntable,grid,compare, or all / none (default all)")
@@ -248,6 +257,16 @@ def _model_path(args, must_exist: bool = True) -> str:
     return path
 
 
+def speed_params(args) -> dict:
+    """Sampler parameters of the speed flags (empty = the faithful default path)."""
+    out = {}
+    if args.cfg_batched:
+        out["cfg_mode"] = "batched"
+    if args.kv_cache:
+        out["kv_cache"] = True
+    return out
+
+
 def _generate(args, log: _Log) -> int:
     import torch
     from PIL import Image
@@ -290,6 +309,8 @@ def _generate(args, log: _Log) -> int:
 
     t0 = time.perf_counter()
     pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
+    if args.low_vram:
+        pipe.enable_low_vram()
     timings["load"] = time.perf_counter() - t0
     if pipe.random_weights and args.threads is None:
         from .threads import TINY_MODEL_THREADS
@@ -302,9 +323,10 @@ def _generate(args, log: _Log) -> int:
     threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
     log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
 
+    speed = speed_params(args)
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
-                      progress=progress)
+                      sparse_structure_sampler_params=speed, slat_sampler_params=speed, progress=progress)
     for k in ("condition", "sparse_structure", "slat", "decode"):
         timings[k] = result.timings[k]
     log(f"generated {result.num_frames} frames: {sum(result.voxels_per_frame)} voxels, "
@@ -340,6 +362,7 @@ def _generate(args, log: _Log) -> int:
             "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
             "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
                       "device": args.device, "dtype": dtype_name, "cpu_threads": torch.get_num_threads(),
+                      "low_vram": args.low_vram,
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
             "sampler": result.params,

@@ -42,7 +42,8 @@ from .conditioning.dinov2 import DINOV2_NAME
 from .conditioning.resolve import ENCODER_DIR, ENCODER_FILE, load_condition_encoder
 from .errors import GenerationError, InputError, ModelFolderError
 from .frames import unfold_sparse_coords
-from .models.ss_vae_4d import decode_frames, occupied_coords
+from .models.ss_vae_4d import DEFAULT_CHUNK_FRAMES, decode_frames, occupied_coords
+from .offload import LOW_VRAM_DECODE_CHUNK, LOW_VRAM_SAMPLER_PARAMS, StageOffload
 
 __all__ = ["Pipeline", "PipelineResult", "PIPELINE_NAME", "REQUIRED_MODELS", "DTYPES", "resolve_dtype",
            "WEIGHTS_HINT", "STAGES", "missing_model_error"]
@@ -209,6 +210,7 @@ class Pipeline:
         self.model_names = model_names or {k: type(m).__name__ for k, m in models.items()}
         self.source = source
         self._dtype = torch.float32
+        self.offload: Optional[StageOffload] = None
         self._check_compatible()
 
     # ------------------------------------------------------------------ loading / saving
@@ -348,7 +350,37 @@ class Pipeline:
     # ------------------------------------------------------------------ device / dtype
     @property
     def device(self) -> torch.device:
+        """Where the stages compute (in low-VRAM mode the models wait on the CPU in between)."""
+        if self.offload is not None:
+            return self.offload.device
         return next(self.models["sparse_structure_flow_model"].parameters()).device
+
+    @property
+    def low_vram(self) -> bool:
+        return self.offload is not None
+
+    def enable_low_vram(self, device: Union[str, torch.device, None] = None) -> "Pipeline":
+        """Keep the models on the CPU and move each to ``device`` (default: the current device) only
+        while its stage runs; sequential CFG; the structure decoder one frame at a time
+        (:mod:`ss4d.offload`). Same output as the default mode."""
+        device = parse_device(device) if device is not None else self.device
+        self.offload = StageOffload(device)
+        self.offload.park(*self.models.values(), self.image_cond_model)
+        return self
+
+    def disable_low_vram(self) -> "Pipeline":
+        """Back to every model resident on the compute device."""
+        device, self.offload = self.device, None
+        return self.to(device)
+
+    def _on_device(self, *modules: nn.Module):
+        """The stage's ``modules`` on the compute device (a no-op unless in low-VRAM mode)."""
+        from contextlib import nullcontext
+
+        return self.offload.stage(*modules) if self.offload is not None else nullcontext()
+
+    def _sampler_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        return {**params, **LOW_VRAM_SAMPLER_PARAMS} if self.offload is not None else params
 
     @property
     def dtype(self) -> torch.dtype:
@@ -359,9 +391,12 @@ class Pipeline:
            dtype: Union[str, torch.dtype, None] = None) -> "Pipeline":
         """Move every model (and the encoder) to ``device``; cast the torsos to ``dtype``."""
         device = parse_device(device) if device is not None else self.device
-        for model in self.models.values():
-            model.to(device)
-        self.image_cond_model.to(device)
+        if self.offload is not None:
+            self.offload.device = device   # the models stay parked on the CPU
+        else:
+            for model in self.models.values():
+                model.to(device)
+            self.image_cond_model.to(device)
         if dtype is not None:
             dtype = resolve_dtype(dtype, device)
             for model in self.models.values():
@@ -390,7 +425,8 @@ class Pipeline:
         """Preprocessed RGB frames (PIL / uint8 arrays) -> conditioning tokens [T, L, C] (fp32)."""
         x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
                                           .astype(np.float32) / 255).permute(2, 0, 1) for im in images])
-        return self.image_cond_model.encode(x.to(self.device)).float()
+        with self._on_device(self.image_cond_model):
+            return self.image_cond_model.encode(x.to(self.device)).float()
 
     def _stage_params(self, defaults: Dict[str, Any], steps: Optional[int], cfg: Optional[float],
                       extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -411,19 +447,25 @@ class Pipeline:
                                 progress: bool = False, keep_trajectory: bool = False, **params):
         """noise [T, C, r, r, r] -> (coords [N, 4] (t, x, y, z) int32, sampler output, logits [T, 1, R, R, R])."""
         num_frames = noise.shape[0]
-        out = self.ss_sampler.sample(self.models["sparse_structure_flow_model"], noise, cond, neg_cond=neg_cond,
-                                     num_frames=num_frames, verbose=progress, desc="Sparse structure",
-                                     keep_trajectory=keep_trajectory, **params)
-        logits = decode_frames(self.models["sparse_structure_decoder"], out.samples[None])[0]
+        flow, decoder = self.models["sparse_structure_flow_model"], self.models["sparse_structure_decoder"]
+        with self._on_device(flow):
+            out = self.ss_sampler.sample(flow, noise, cond, neg_cond=neg_cond, num_frames=num_frames, verbose=progress,
+                                         desc="Sparse structure", keep_trajectory=keep_trajectory,
+                                         **self._sampler_params(params))
+        chunk = LOW_VRAM_DECODE_CHUNK if self.low_vram else DEFAULT_CHUNK_FRAMES
+        with self._on_device(decoder):
+            logits = decode_frames(decoder, out.samples[None], chunk_size=chunk)[0]
         return occupied_coords(logits), out, logits
 
     @torch.no_grad()
     def sample_slat(self, cond: torch.Tensor, neg_cond: torch.Tensor, noise: SparseTensor, num_frames: int,
                     progress: bool = False, keep_trajectory: bool = False, **params):
         """noise on the voxels -> (de-normalised SparseTensor, sampler output)."""
-        out = self.slat_sampler.sample(self.models["slat_flow_model"], noise, cond, neg_cond=neg_cond,
-                                       num_frames=num_frames, verbose=progress, desc="Structured latent",
-                                       keep_trajectory=keep_trajectory, **params)
+        flow = self.models["slat_flow_model"]
+        with self._on_device(flow):
+            out = self.slat_sampler.sample(flow, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
+                                           verbose=progress, desc="Structured latent",
+                                           keep_trajectory=keep_trajectory, **self._sampler_params(params))
         feats = out.samples.feats.float()
         std = self.slat_std.to(feats.device)
         mean = self.slat_mean.to(feats.device)
@@ -431,7 +473,9 @@ class Pipeline:
 
     @torch.no_grad()
     def decode_slat(self, slat: SparseTensor, num_frames: int) -> List[Any]:
-        gaussians = self.models["slat_decoder_gs"](slat, num_frames=num_frames)
+        decoder = self.models["slat_decoder_gs"]
+        with self._on_device(decoder):
+            gaussians = decoder(slat, num_frames=num_frames)
         for g in gaussians:  # fp16/bf16 torsos: keep the Gaussians in float32
             for name in GAUSSIAN_FIELDS:
                 v = getattr(g, name, None)

@@ -117,3 +117,34 @@ def test_cached_condition_kv_equals_recomputed(setup, stage, cfg_mode):
     # two distinct contexts either way: cond and neg apart (sequential), or [cond; neg] on guided
     # steps and cond alone outside the interval (batched)
     assert kv_got == [2] * len(layers)
+
+
+def test_low_vram_equals_default_with_one_stage_resident(setup):
+    """Low-VRAM mode: same Gaussians as the default mode; while each model runs it is the only one on
+    the compute device; CFG is sequential even when batched is asked for (flow calls counted)."""
+    pipe, *_ = setup
+    frames = [np.zeros((64, 64, 4), np.uint8) for _ in range(T)]
+    for t, f in enumerate(frames):
+        f[16:44, 20 + 2 * t:40 + 2 * t] = (200, 80, 40, 255)
+    kw = dict(seed=1, progress=False, ss_steps=2, slat_steps=2)
+    ref = pipe.run(frames, **kw)
+    low = Pipeline.from_pretrained(pipe.source).enable_low_vram("cpu")
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda mod, *_a, key=key: seen.append((key, set(low.offload.resident))))
+               for key, m in low.models.items()]
+    try:
+        batched = {"cfg_mode": "batched"}
+        got = low.run(frames, sparse_structure_sampler_params=batched, slat_sampler_params=batched, **kw)
+    finally:
+        for h in handles:
+            h.remove()
+    assert all(torch.equal(a, b) for a, b in zip(got.coords, ref.coords))
+    for g, r in zip(got.gaussians, ref.gaussians):
+        torch.testing.assert_close(g.get_xyz, r.get_xyz, **TOL)
+        torch.testing.assert_close(g.get_features, r.get_features, **TOL)
+    assert {k for k, _ in seen} == set(low.models)
+    assert all(resident == {id(low.models[key])} for key, resident in seen)
+    # 2 steps at t = 1 and 0.75 (rescale_t 3), both guided: 2 sequential passes each
+    assert sum(k == "sparse_structure_flow_model" for k, _ in seen) == 4
+    assert sum(k == "slat_flow_model" for k, _ in seen) == 4
+    assert low.offload.resident == set() and low.device == torch.device("cpu")
