@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free some disk space or write elsewhere wit
                       errno.EACCES: "check the permissions, or write elsewhere with -o",
                       errno.ENAMETOOLONG: "choose a shorter name with -o"}
 DEFAULT_MODEL_ENV = "SS4D_MODEL"
+BATCH_JSON = "batch.json"  # the per-item summary of a --batch run
 DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
 CPU_RESOLUTION, CUDA_RESOLUTION = 256, 512
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096  # render sizes accepted by --resolution
@@ -163,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
                         "much faster when the cores are shared with other busy processes)")
 
+    g.add_argument("--batch", action="store_true",
+                   help="VIDEO is a folder of inputs (videos, GIFs, frame folders) or a .txt list (one path a "
+                        "line): the model loads once, each input goes to OUT/<name> (default outputs/<name>), a "
+                        "failing input is reported and skipped, OUT/batch.json lists every item")
     g.add_argument("--low-vram", action="store_true",
                    help="keep the models on the CPU and move each to the GPU only for its stage; sequential CFG "
                         "(same result, less GPU memory, slower)")
@@ -267,29 +273,103 @@ def speed_params(args) -> dict:
     return out
 
 
+class _PipelineLoader:
+    """Loads the pipeline on first use (after the first input was read, as a single run always did)
+    and hands the same one to every later item of a batch."""
+
+    def __init__(self, args, log: _Log):
+        self.args, self.log = args, log
+        self.pipe = None
+        self.seconds = 0.0
+
+    def __call__(self):
+        import torch
+
+        from .pipeline import Pipeline
+
+        if self.pipe is not None:
+            return self.pipe
+        args, log = self.args, self.log
+        t0 = time.perf_counter()
+        model_path = _model_path(args)
+        pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
+        if args.low_vram:
+            pipe.enable_low_vram()
+        self.seconds = time.perf_counter() - t0
+        if pipe.random_weights and args.threads is None:
+            from .threads import TINY_MODEL_THREADS
+
+            torch.set_num_threads(TINY_MODEL_THREADS)
+        if pipe.random_weights:
+            log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
+                "shape, not a reconstruction of your video")
+        dtype_name = str(pipe.dtype).replace("torch.", "")
+        threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
+        log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
+        self.pipe = pipe
+        return pipe
+
+    def take_seconds(self) -> float:
+        """The load time, reported once (by the first item)."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def _generate(args, log: _Log) -> int:
+    _check_flags(args)
+    loader = _PipelineLoader(args, log)
+    if args.batch:
+        return _generate_batch(args, loader, log)
+    out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
+    return _generate_one(args, args.video, out_path, loader, log)
+
+
+def _generate_batch(args, loader: _PipelineLoader, log: _Log) -> int:
+    from trellis_ext.atomic import atomic_file
+
+    from .batch import batch_items, run_batch
+    from .errors import InputError
+
+    out_root = args.output or "outputs"
+    src, root = Path(args.video).resolve(), Path(out_root).resolve()
+    if src.is_dir() and (root == src or src in root.parents):
+        raise InputError(f"-o {out_root} is inside the batch folder {args.video}",
+                         "write the outputs elsewhere, e.g. -o outputs/")
+    items = batch_items(args.video)
+    log(f"batch of {_plural(len(items), 'input')} from {args.video} -> {out_root}/<name>")
+    summary = run_batch(items, out_root, lambda item, out: _generate_one(args, item, out, loader, log), log)
+    os.makedirs(out_root, exist_ok=True)
+    with atomic_file(os.path.join(out_root, BATCH_JSON), "w") as f:
+        json.dump(summary.to_json(), f, indent=2)
+    log(f"batch: {summary.done} done, {summary.failed} failed of {len(items)} in {summary.seconds:.1f} s "
+        f"({summary.items_per_hour:.1f} items/hour); {os.path.join(out_root, BATCH_JSON)}")
+    if summary.failed:
+        print(f"{PROG}: error: {summary.failed} of {len(items)} batch items failed (see {BATCH_JSON})", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def _generate_one(args, video: str, out_path: str, loader: _PipelineLoader, log: _Log) -> int:
+    """One input -> one output folder (the whole single-input run)."""
     import torch
     from PIL import Image
 
     from . import export
     from .io import FrameSelection, OutputFolder, check_output_dir, read_frames
     from .matting import matte_frames
-    from .pipeline import Pipeline
     from .preprocess import preprocess_frames
     from .render import RenderSettings, render_all
 
     t_start = time.perf_counter()
     timings = {}
-    _check_flags(args)
     # bars redraw with carriage returns: only on a terminal, never into a log file
     progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
-    out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
-    protected = [("the input", args.video), ("the model folder", _model_path(args, must_exist=False)),
+    protected = [("the input", video), ("the model folder", _model_path(args, must_exist=False)),
                  ("--mask-dir", args.mask_dir), ("--dinov2", args.dinov2)]
     check_output_dir(out_path, args.overwrite, protected)
 
     t0 = time.perf_counter()
-    clip = read_frames(args.video, FrameSelection(start=args.start, stride=args.stride, fps=args.fps,
+    clip = read_frames(video, FrameSelection(start=args.start, stride=args.stride, fps=args.fps,
                                                   num_frames=args.frames))
     timings["read"] = time.perf_counter() - t0
     model_path = _model_path(args)
@@ -307,21 +387,9 @@ def _generate(args, log: _Log) -> int:
     timings["preprocess"] = time.perf_counter() - t0
     log(f"object cut out with '{matting}' matting; crop box {crop}")
 
-    t0 = time.perf_counter()
-    pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
-    if args.low_vram:
-        pipe.enable_low_vram()
-    timings["load"] = time.perf_counter() - t0
-    if pipe.random_weights and args.threads is None:
-        from .threads import TINY_MODEL_THREADS
-
-        torch.set_num_threads(TINY_MODEL_THREADS)
-    if pipe.random_weights:
-        log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
-            "shape, not a reconstruction of your video")
+    pipe = loader()
+    timings["load"] = loader.take_seconds()
     dtype_name = str(pipe.dtype).replace("torch.", "")
-    threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
-    log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
 
     speed = speed_params(args)
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
@@ -356,7 +424,7 @@ def _generate(args, log: _Log) -> int:
         timings["total"] = time.perf_counter() - t_start
         rel = {k: [os.path.relpath(p, tmp) for p in v] for k, v in files.items()}
         export.write_result_json(tmp / "result.json", {
-            "input": {"path": os.path.abspath(args.video), "kind": clip.kind, "size": list(clip.size),
+            "input": {"path": os.path.abspath(video), "kind": clip.kind, "size": list(clip.size),
                       "source_fps": clip.source_fps, "fps": clip.fps, "source_frames": clip.indices,
                       "frame_names": clip.names, "matting": matting, "crop_box": list(crop), "notes": clip.notes},
             "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
