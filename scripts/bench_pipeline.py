@@ -53,6 +53,13 @@ FAST_PRESET = {"steps": 12, "cfg_mode": "batched", "kv_cache": True}
 #: Steps per stage of the warm-up generation (excluded from the figures) and of the memory rows.
 WARMUP_STEPS = 1
 STAGES = ("condition", "sparse_structure", "slat", "decode", "render")
+#: Resolution of the one render timed with ``--gpu-render`` (gsplat JIT-compiles for minutes on a
+#: fresh machine, so the GPU run leaves the render out by default).
+GPU_RENDER_RESOLUTION = 512
+#: Side of the (noise) input frames of the GPU rows: SS4D's preprocessed size.
+IMAGE_SIZE = 518
+#: Default time budget (s) of the GPU rows: rows not started by then are skipped and listed.
+GPU_BUDGET_S = 400
 GENERATION_STAGES = STAGES[:-1]
 THREAD_REPEATS = 3       # runs per thread count in the comparison (median reported)
 THREAD_COMPARE_FRAMES = 2
@@ -99,9 +106,10 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
     with StageMeter(device) as m:
         gaussians = pipe.decode_slat(slat, T)
     meters["decode"] = m
-    with StageMeter(device) as m:
-        render_view(gaussians[0], 30, 15, RenderSettings(resolution=render_resolution))
-    meters["render"] = m
+    if render_resolution:
+        with StageMeter(device) as m:
+            render_view(gaussians[0], 30, 15, RenderSettings(resolution=render_resolution))
+        meters["render"] = m
     if count:
         t = torch.full((T,), 500.0, device=device)
         with torch.no_grad():
@@ -124,7 +132,7 @@ def summarize(label, T, meters, voxels, gaussians, flops, ceiling_tflops=None):
            "peak_gib": max(meters[k].peak for k in GENERATION_STAGES) / GIB,
            "reserved_gib": max(meters[k].reserved for k in GENERATION_STAGES) / GIB,
            "stages": {k: {"seconds": meters[k].seconds, "peak_bytes": meters[k].peak,
-                          "reserved_bytes": meters[k].reserved} for k in STAGES}}
+                          "reserved_bytes": meters[k].reserved} for k in STAGES if k in meters}}
     if flops:
         total = sum(flops[k] for k in GENERATION_STAGES)
         row.update(pflop=total / 1e15, tflops=total / seconds / 1e12, model_calls=flops["model_calls"])
@@ -224,51 +232,96 @@ def build_full_pipeline(device, dtype, seed=0):
     return pipe.to(device, dtype)
 
 
-def _gpu_row(pipe, label, T, params, ceiling, count=True):
+def _noise_images(T, size):
     from PIL import Image
 
-    images = [Image.effect_noise((518, 518), 64).convert("RGB") for _ in range(T)]
+    return [Image.effect_noise((size, size), 64).convert("RGB") for _ in range(T)]
+
+
+def _gpu_row(pipe, label, T, params, ceiling, count=True, render_resolution=None, image_size=IMAGE_SIZE):
+    images = _noise_images(T, image_size)
     try:
-        res = run_stages(pipe, images, ss_params=params, slat_params=params, render_resolution=512, count=count)
+        res = run_stages(pipe, images, ss_params=params, slat_params=params, render_resolution=render_resolution,
+                         count=count)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
-        return {"label": label, "T": T, "oom": True}
-    torch.cuda.empty_cache()
-    return summarize(label, T, *res, ceiling_tflops=ceiling)
+        row = {"label": label, "T": T, "oom": True}
+    else:
+        torch.cuda.empty_cache()
+        row = summarize(label, T, *res, ceiling_tflops=ceiling)
+    print(f"  {label} T={T}: " + ("out of memory" if row.get("oom") else
+                                  f"{row['seconds']:.1f} s, peak {row['peak_gib']:.2f} GiB"), flush=True)
+    return row
 
 
-def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True):
-    from PIL import Image
+def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True):
+    """(label, dtype, T, preset, low_vram, count FLOPs) per GPU row, in run order: every T for the
+    first dtype (default, then fast), the largest T only for the others; then the memory rows
+    (one step per stage) in default and low-VRAM mode at the largest T and at ``memory_frames``."""
+    plan = []
+    for i, name in enumerate(dtype_names):
+        for T in (frame_counts if i == 0 else frame_counts[-1:]):
+            plan.append((f"{name} default", name, T, "default", False, True))
+            if fast:
+                plan.append((f"{name} fast", name, T, "fast", False, True))
+    for T in frame_counts[-1:] + list(memory_frames):
+        plan.append((f"{dtype_names[0]} mem", dtype_names[0], T, "one_step", False, False))
+        plan.append((f"{dtype_names[0]} mem low-vram", dtype_names[0], T, "one_step", True, False))
+    return plan
 
+
+def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, budget_s=None, render=False,
+                   pipe=None, image_size=IMAGE_SIZE, ceiling_size=None):
+    """The GPU rows of :func:`gpu_plan`. ``pipe`` / ``image_size`` / ``ceiling_size`` let the tests run
+    this same code on the CPU with the tiny pipeline (``pipe`` given: its device is used)."""
     from ss4d.pipeline import DTYPES
 
-    if not torch.cuda.is_available():
+    if pipe is None and not torch.cuda.is_available():
         print("\n# GPU, full size: SKIPPED (no CUDA device). Run this script on a CUDA machine to measure the "
               "released architectures with random weights at T=8/16/32.")
         return None
-    device = torch.device("cuda")
-    ceiling = matmul_ceiling(device, torch.bfloat16)
-    print(f"\n# GPU, full size ({torch.cuda.get_device_name()}), random weights; measured bf16 matmul ceiling "
-          f"{ceiling:.1f} TFLOP/s")
-    pipe = build_full_pipeline(device, DTYPES[dtype_names[0]])
-    default = {"steps": steps} if steps else {}
-    one_step = {"steps": WARMUP_STEPS}
-    rows = []
-    for name in dtype_names:
-        pipe.to(device, DTYPES[name])
-        warm = [Image.effect_noise((518, 518), 64).convert("RGB") for _ in range(2)]
-        run_stages(pipe, warm, ss_params=one_step, slat_params=one_step)  # warm-up (kernels, allocator)
-        for T in frame_counts:
-            rows.append(_gpu_row(pipe, f"{name} default", T, default, ceiling))
-            print(f"  {rows[-1]['label']} T={T}: {rows[-1].get('seconds', float('nan')):.1f} s", flush=True)
-            if fast:
-                rows.append(_gpu_row(pipe, f"{name} fast", T, {**FAST_PRESET, **default}, ceiling))
-    pipe.to(device, DTYPES[dtype_names[0]])
-    for T in memory_frames:   # memory rows: one step per stage, no FLOP count
-        rows.append(_gpu_row(pipe, f"{dtype_names[0]} mem 1-step", T, one_step, ceiling, count=False))
-        rows.append(_gpu_row(pipe, f"{dtype_names[0]} mem seq-CFG", T, {**one_step, "cfg_mode": "sequential"},
-                             ceiling, count=False))
-    return {"device": torch.cuda.get_device_name(), "bf16_matmul_ceiling_tflops": ceiling, "rows": rows}
+    t_start = time.perf_counter()
+    device = pipe.device if pipe is not None else torch.device("cuda")
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    ceiling = matmul_ceiling(device, torch.bfloat16, **({"size": ceiling_size} if ceiling_size else {}))
+    print(f"\n# {device_name}, random weights; measured bf16 matmul ceiling {ceiling:.1f} TFLOP/s", flush=True)
+    if pipe is None:
+        pipe = build_full_pipeline(device, DTYPES[dtype_names[0]])
+    presets = {"default": {"steps": steps} if steps else {}, "fast": {**FAST_PRESET, **({"steps": steps} if steps else {})},
+               "one_step": {"steps": WARMUP_STEPS}}
+    rows, skipped, warmed = [], [], set()
+    for label, name, T, preset, low_vram, count in gpu_plan(frame_counts, dtype_names, memory_frames, fast):
+        if budget_s and time.perf_counter() - t_start > budget_s:
+            skipped.append({"label": label, "T": T})
+            continue
+        if low_vram != pipe.low_vram:
+            pipe.enable_low_vram(device) if low_vram else pipe.disable_low_vram()
+        if pipe.dtype != DTYPES[name]:
+            pipe.to(device, DTYPES[name])
+        if name not in warmed:   # warm-up (kernels, allocator, cuBLAS handles), excluded from the figures
+            run_stages(pipe, _noise_images(2, image_size), ss_params=presets["one_step"], slat_params=presets["one_step"], render_resolution=None)
+            warmed.add(name)
+        rows.append(_gpu_row(pipe, label, T, presets[preset], ceiling, count=count,
+                             render_resolution=GPU_RENDER_RESOLUTION if render else None, image_size=image_size))
+    if pipe.low_vram:
+        pipe.disable_low_vram()
+    if skipped:
+        names = ", ".join(f"{r['label']} T={r['T']}" for r in skipped)
+        print(f"  time budget of {budget_s} s spent: skipped {names}")
+    from trellis_ext.attention import select_backend as attention_backend
+    from trellis_ext.sparse.conv import select_backend as sparse_conv_backend
+
+    probe = torch.zeros(1, 1, 1, 64, device=device, dtype=DTYPES[dtype_names[0]])
+    return {"device": device_name, "bf16_matmul_ceiling_tflops": ceiling, "rows": rows,
+            "skipped": skipped, "sparse_conv_backend": sparse_conv_backend(device),
+            "attention_backend": attention_backend(probe, probe, probe), "gsplat_installed": _importable("gsplat"),
+            "seconds": time.perf_counter() - t_start}
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def main(argv=None) -> int:
@@ -282,6 +335,10 @@ def main(argv=None) -> int:
                     help="GPU: clip lengths measured for memory only (one step per stage)")
     ap.add_argument("--steps", type=int, help="GPU: steps per stage (default 25)")
     ap.add_argument("--no-fast", action="store_true", help="GPU: skip the fast-preset rows")
+    ap.add_argument("--budget-s", type=float, default=GPU_BUDGET_S,
+                    help=f"GPU: start no row after this many seconds (default {GPU_BUDGET_S}; 0 = no limit)")
+    ap.add_argument("--gpu-render", action="store_true", help="GPU: also time one 512² render (gsplat)")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU tiny-pipeline rows")
     ap.add_argument("--json", help="also write every number to this JSON file")
     ap.add_argument("--no-thread-compare", action="store_true", help="skip the CPU thread-count comparison")
     args = ap.parse_args(argv)
@@ -289,15 +346,16 @@ def main(argv=None) -> int:
         ap.error("frame counts must be even and >= 2")
     t0 = time.perf_counter()
     results = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-               "cpu_tiny": bench_cpu_tiny(args.frames, args.threads, args.cpu_steps),
+               "cpu_tiny": None if args.no_cpu else bench_cpu_tiny(args.frames, args.threads, args.cpu_steps),
                "cpu_threads": None if args.no_thread_compare else bench_threads(),
                "gpu_full": bench_gpu_full(args.gpu_frames, args.gpu_dtypes, args.steps, args.memory_frames,
-                                          fast=not args.no_fast)}
+                                          fast=not args.no_fast, budget_s=args.budget_s or None,
+                                          render=args.gpu_render)}
     results["wall_seconds"] = time.perf_counter() - t0
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
-    rows = results["cpu_tiny"]["rows"] + (results["gpu_full"] or {}).get("rows", [])
+    rows = (results["cpu_tiny"] or {}).get("rows", []) + (results["gpu_full"] or {}).get("rows", [])
     print("\n# per generation (condition + structure + latent + decode); peak over the stages; "
           "'of ceiling' = achieved / measured matmul rate (bf16 on GPU, fp32 on CPU)")
     print(format_table(rows, TABLE))

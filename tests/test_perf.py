@@ -91,3 +91,45 @@ def test_bench_pipeline_cpu_table_and_json(tmp_path, capsys):
     assert math.isclose(row["fraction"], row["tflops"] / data["cpu_tiny"]["fp32_matmul_ceiling_tflops"])
     table = printed[printed.index("# per generation"):].splitlines()
     assert table[1].split()[:3] == ["run", "T", "gen"] and table[3].split()[:2] == ["cpu-tiny", "2"]
+
+
+def test_gpu_plan_covers_the_readme_table():
+    """The GPU rows (not runnable here): every T for bf16 default+fast, fp16 at the largest T, and
+    memory rows in default and low-VRAM mode at 32, 64 and 128 frames."""
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plan = bench.gpu_plan([8, 16, 32], ["bf16", "fp16"], [64, 128])
+    timed = [(p[1], p[2], p[3]) for p in plan if p[5]]
+    assert timed == [("bf16", 8, "default"), ("bf16", 8, "fast"), ("bf16", 16, "default"), ("bf16", 16, "fast"),
+                     ("bf16", 32, "default"), ("bf16", 32, "fast"), ("fp16", 32, "default"), ("fp16", 32, "fast")]
+    memory = [(p[2], p[4]) for p in plan if not p[5]]
+    assert memory == [(32, False), (32, True), (64, False), (64, True), (128, False), (128, True)]
+    assert all(p[3] == "one_step" for p in plan if not p[5])
+
+
+def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
+    """The GPU-row code path (dtype switches, low-VRAM toggling, FLOP counts, budget) run on the CPU
+    with the tiny pipeline, so a GPU session does not find its bugs."""
+    from ss4d import Pipeline
+    from ss4d.tiny import write_tiny_video_to_4d
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(str(tmp_path_factory.getbasetemp() / "tiny_ss4d")))
+    out = bench.bench_gpu_full([2], ["fp32", "bf16"], 1, [4], pipe=pipe, image_size=64, ceiling_size=64)
+    labels = [(r["label"], r["T"]) for r in out["rows"]]
+    assert labels == [("fp32 default", 2), ("fp32 fast", 2), ("bf16 default", 2), ("bf16 fast", 2),
+                      ("fp32 mem", 2), ("fp32 mem low-vram", 2), ("fp32 mem", 4), ("fp32 mem low-vram", 4)]
+    assert all(r["peak_gib"] > 0 and not r.get("oom") for r in out["rows"])
+    timed = [r for r in out["rows"] if "mem" not in r["label"]]
+    assert all(r["pflop"] > 0 and r["fraction"] > 0 for r in timed)
+    # fast = batched CFG: one call per step; default = sequential: two per guided step (1 step at t=1)
+    assert [r["model_calls"]["slat"] for r in timed] == [2, 1, 2, 1]
+    assert out["sparse_conv_backend"] == "torch" and not pipe.low_vram
+    assert bench.bench_gpu_full([2], ["fp32"], 1, [], pipe=pipe, image_size=64, ceiling_size=64,
+                                budget_s=1e-9)["skipped"] == [{"label": "fp32 default", "T": 2},
+                                                              {"label": "fp32 fast", "T": 2},
+                                                              {"label": "fp32 mem", "T": 2},
+                                                              {"label": "fp32 mem low-vram", "T": 2}]
