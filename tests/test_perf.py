@@ -13,12 +13,7 @@ from ss4d.perf import CallCounter, StageMeter, count_flops, format_table
 from trellis_ext.attention import MultiHeadAttention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Small(nn.Module):
