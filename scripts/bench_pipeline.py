@@ -50,6 +50,8 @@ FULL_SAMPLERS = {"ss": {"steps": 25, "cfg_strength": 7.5, "cfg_interval": [0.5, 
                  "slat": {"steps": 25, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
 #: The ``fast`` preset: batched CFG, cached condition K/V, fewer steps (quality not yet measured).
 FAST_PRESET = {"steps": 12, "cfg_mode": "batched", "kv_cache": True}
+#: Time chunks of the long-clip memory row (SLat flow and 4D decoder; ``ss4d.time_chunks``).
+TIME_CHUNKS = {"time_chunk": 32, "time_overlap": 8}
 #: Steps per stage of the warm-up generation (excluded from the figures) and of the memory rows.
 WARMUP_STEPS = 1
 STAGES = ("condition", "sparse_structure", "slat", "decode", "render")
@@ -74,10 +76,14 @@ TABLE = (("label", "run", "s"), ("T", "T", "d"), ("seconds", "gen s", ".2f"), ("
 def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_resolution=256, count=False):
     """The stages of ``Pipeline.run`` one by one, each measured with :class:`ss4d.perf.StageMeter`.
 
-    Returns ``(meters, voxels, gaussians, flops)``; ``flops`` per stage (None unless ``count``):
-    the condition and decode stages counted whole, the flow stages as one counted model forward
-    times the forwards the sampler made (plus the SS decoder, counted whole).
+    Returns ``(meters, voxels, gaussians, flops, extra)``; ``flops`` per stage (None unless
+    ``count``): the condition and decode stages counted whole, the flow stages as one counted model
+    forward times the forwards the sampler made (plus the SS decoder, counted whole). ``extra``:
+    with time chunks (``slat_params["time_chunk"]``), the flicker measure at chunk borders and inside
+    chunks (:func:`ss4d.time_chunks.frame_jumps`).
     """
+    from ss4d.time_chunks import border_pairs, frame_jumps
+
     from ss4d.models.ss_vae_4d import decode_frames
     from ss4d.render import RenderSettings, render_view
     from trellis_ext.sparse import SparseTensor
@@ -104,8 +110,16 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
         slat, _ = pipe.sample_slat(cond, neg, noise, T, **slat_p)
     meters["slat"] = m
     with StageMeter(device) as m:
-        gaussians = pipe.decode_slat(slat, T)
+        gaussians = pipe.decode_slat(slat, T, time_chunk=slat_p.get("time_chunk"),
+                                     time_overlap=slat_p.get("time_overlap", 0))
     meters["decode"] = m
+    extra = {}
+    if slat_p.get("time_chunk") and T > 2:
+        jumps = frame_jumps(gaussians)
+        border = border_pairs(T, slat_p["time_chunk"], slat_p.get("time_overlap", 0))
+        inside = [p for p in range(T - 1) if p not in border]
+        extra["flicker_border"] = float(jumps[border].mean()) if border else None
+        extra["flicker_inside"] = float(jumps[inside].mean()) if inside else None
     if render_resolution:
         with StageMeter(device) as m:
             render_view(gaussians[0], 30, 15, RenderSettings(resolution=render_resolution))
@@ -120,10 +134,10 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
             flops["slat"] = count_flops(slat_flow, noise, t, cond, num_frames=T)[1] * slat_calls.calls
             flops["decode"] = count_flops(pipe.decode_slat, slat, T)[1]
         flops["model_calls"] = {"sparse_structure": ss_calls.calls, "slat": slat_calls.calls}
-    return meters, int(coords.shape[0]), sum(len(g) for g in gaussians), flops or None
+    return meters, int(coords.shape[0]), sum(len(g) for g in gaussians), flops or None, extra
 
 
-def summarize(label, T, meters, voxels, gaussians, flops, ceiling_tflops=None):
+def summarize(label, T, meters, voxels, gaussians, flops, extra=None, ceiling_tflops=None):
     """One table row (generation = every stage but the render) + the full per-stage numbers."""
     seconds = sum(meters[k].seconds for k in GENERATION_STAGES)
     row = {"label": label, "T": T, "seconds": seconds, "voxels": voxels, "gaussians": gaussians,
@@ -132,7 +146,7 @@ def summarize(label, T, meters, voxels, gaussians, flops, ceiling_tflops=None):
            "peak_gib": max(meters[k].peak for k in GENERATION_STAGES) / GIB,
            "reserved_gib": max(meters[k].reserved for k in GENERATION_STAGES) / GIB,
            "stages": {k: {"seconds": meters[k].seconds, "peak_bytes": meters[k].peak,
-                          "reserved_bytes": meters[k].reserved} for k in STAGES if k in meters}}
+                          "reserved_bytes": meters[k].reserved} for k in STAGES if k in meters}, **(extra or {})}
     if flops:
         total = sum(flops[k] for k in GENERATION_STAGES)
         row.update(pflop=total / 1e15, tflops=total / seconds / 1e12, model_calls=flops["model_calls"])
@@ -257,7 +271,8 @@ def _gpu_row(pipe, label, T, params, ceiling, count=True, render_resolution=None
 def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True):
     """(label, dtype, T, preset, low_vram, count FLOPs) per GPU row, in run order: every T for the
     first dtype (default, then fast), the largest T only for the others; then the memory rows
-    (one step per stage) in default and low-VRAM mode at the largest T and at ``memory_frames``."""
+    (one step per stage) in default and low-VRAM mode at the largest T and at ``memory_frames``, and
+    low-VRAM with :data:`TIME_CHUNKS` at the longest of ``memory_frames``."""
     plan = []
     for i, name in enumerate(dtype_names):
         for T in (frame_counts if i == 0 else frame_counts[-1:]):
@@ -267,6 +282,8 @@ def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True):
     for T in frame_counts[-1:] + list(memory_frames):
         plan.append((f"{dtype_names[0]} mem", dtype_names[0], T, "one_step", False, False))
         plan.append((f"{dtype_names[0]} mem low-vram", dtype_names[0], T, "one_step", True, False))
+    for T in memory_frames[-1:]:
+        plan.append((f"{dtype_names[0]} mem low-vram chunked", dtype_names[0], T, "one_step_chunked", True, False))
     return plan
 
 
@@ -288,7 +305,7 @@ def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, b
     if pipe is None:
         pipe = build_full_pipeline(device, DTYPES[dtype_names[0]])
     presets = {"default": {"steps": steps} if steps else {}, "fast": {**FAST_PRESET, **({"steps": steps} if steps else {})},
-               "one_step": {"steps": WARMUP_STEPS}}
+               "one_step": {"steps": WARMUP_STEPS}, "one_step_chunked": {"steps": WARMUP_STEPS, **TIME_CHUNKS}}
     rows, skipped, warmed = [], [], set()
     for label, name, T, preset, low_vram, count in gpu_plan(frame_counts, dtype_names, memory_frames, fast):
         if budget_s and time.perf_counter() - t_start > budget_s:

@@ -177,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "tolerance; faster on a GPU, more memory per call)")
     g.add_argument("--kv-cache", action="store_true",
                    help="reuse the condition's cross-attention keys/values across sampler steps (exact)")
+    g.add_argument("--time-chunk", type=_int_at_least("--time-chunk", 2), metavar="N",
+                   help="long clips: run the structured-latent flow and the 4D decoder on overlapping chunks of N "
+                        "frames (even), blended at the borders (less memory; frames see N frames of context)")
+    g.add_argument("--time-overlap", type=_int_at_least("--time-overlap", 0), default=0, metavar="K",
+                   help="frames shared by neighbouring chunks (even, < --time-chunk; default 0)")
 
     g = p.add_argument_group("renders")
     g.add_argument("--render", type=_render_list, default=None, metavar="LIST",
@@ -394,7 +399,8 @@ def _generate_one(args, video: str, out_path: str, loader: _PipelineLoader, log:
     speed = speed_params(args)
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
-                      sparse_structure_sampler_params=speed, slat_sampler_params=speed, progress=progress)
+                      sparse_structure_sampler_params=speed, slat_sampler_params=speed, progress=progress,
+                      time_chunk=args.time_chunk, time_overlap=args.time_overlap)
     for k in ("condition", "sparse_structure", "slat", "decode"):
         timings[k] = result.timings[k]
     log(f"generated {result.num_frames} frames: {sum(result.voxels_per_frame)} voxels, "

@@ -15,7 +15,7 @@ from trellis_ext.sparse import SparseTensor
 
 __all__ = ["fold_frames", "unfold_frames", "folded_index", "split_folded_index", "row_frames", "row_samples",
            "check_folded_batch", "require_num_frames", "split_sparse_frames", "fold_sparse_frames",
-           "unfold_sparse_coords", "FrameLayoutError"]
+           "unfold_sparse_coords", "slice_frames", "slice_sparse_frames", "FrameLayoutError"]
 
 
 class FrameLayoutError(ValueError):
@@ -86,6 +86,30 @@ def split_sparse_frames(x: SparseTensor, num_frames: int) -> List[List[torch.Ten
     """Per sample, per frame: the xyz coords [N_bt, 3] of that frame's voxels."""
     b = check_folded_batch(x.batch_size, num_frames)
     return [[x.coords[x.layout[i * num_frames + t], 1:] for t in range(num_frames)] for i in range(b)]
+
+
+def slice_frames(x: torch.Tensor, num_frames: int, start: int, stop: int) -> torch.Tensor:
+    """Frames [start, stop) of every sample of a folded dense tensor: [(B·T), ...] -> [(B·T'), ...],
+    T' = stop - start."""
+    return fold_frames(unfold_frames(x, num_frames)[:, start:stop])
+
+
+def slice_sparse_frames(x: SparseTensor, num_frames: int, start: int, stop: int
+                        ) -> Tuple[SparseTensor, torch.Tensor]:
+    """Frames [start, stop) of every sample of a folded sparse tensor, refolded with T' = stop - start
+    (coords ``(b·T' + t - start, x, y, z)``, rows in their original order).
+
+    Returns:
+        (the sliced SparseTensor, rows [N'] int64: where each of its rows sits in ``x``).
+    """
+    b = check_folded_batch(x.batch_size, num_frames)
+    sample, frame = split_folded_index(x.coords[:, 0].long(), num_frames)
+    rows = torch.nonzero((frame >= start) & (frame < stop)).flatten()
+    coords = x.coords[rows].clone()
+    coords[:, 0] = folded_index(sample[rows], frame[rows] - start, stop - start).to(coords.dtype)
+    sliced = SparseTensor(x.feats[rows], coords, shape=(b * (stop - start),) + tuple(x.feats.shape[1:]),
+                          scale=x._scale)
+    return sliced, rows
 
 
 ArrayLike = Union[torch.Tensor, "numpy.ndarray"]  # noqa: F821

@@ -44,6 +44,7 @@ from .errors import GenerationError, InputError, ModelFolderError
 from .frames import unfold_sparse_coords
 from .models.ss_vae_4d import DEFAULT_CHUNK_FRAMES, decode_frames, occupied_coords
 from .offload import LOW_VRAM_DECODE_CHUNK, LOW_VRAM_SAMPLER_PARAMS, StageOffload
+from .time_chunks import TimeChunkedFlow, chunk_ranges, decode_in_chunks
 
 __all__ = ["Pipeline", "PipelineResult", "PIPELINE_NAME", "REQUIRED_MODELS", "DTYPES", "resolve_dtype",
            "WEIGHTS_HINT", "STAGES", "missing_model_error"]
@@ -460,10 +461,16 @@ class Pipeline:
     @torch.no_grad()
     def sample_slat(self, cond: torch.Tensor, neg_cond: torch.Tensor, noise: SparseTensor, num_frames: int,
                     progress: bool = False, keep_trajectory: bool = False, **params):
-        """noise on the voxels -> (de-normalised SparseTensor, sampler output)."""
+        """noise on the voxels -> (de-normalised SparseTensor, sampler output).
+
+        ``params`` may hold ``time_chunk`` (and ``time_overlap``, default 0): evaluate the flow on
+        overlapping chunks of that many frames, blended (:mod:`ss4d.time_chunks`; long clips)."""
         flow = self.models["slat_flow_model"]
+        params = dict(params)
+        chunk, overlap = params.pop("time_chunk", None), params.pop("time_overlap", 0)
+        model = TimeChunkedFlow(flow, int(chunk), int(overlap)) if chunk else flow
         with self._on_device(flow):
-            out = self.slat_sampler.sample(flow, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
+            out = self.slat_sampler.sample(model, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
                                            verbose=progress, desc="Structured latent",
                                            keep_trajectory=keep_trajectory, **self._sampler_params(params))
         feats = out.samples.feats.float()
@@ -472,10 +479,17 @@ class Pipeline:
         return out.samples.replace(feats * std[None] + mean[None]), out
 
     @torch.no_grad()
-    def decode_slat(self, slat: SparseTensor, num_frames: int) -> List[Any]:
+    def decode_slat(self, slat: SparseTensor, num_frames: int, time_chunk: Optional[int] = None,
+                    time_overlap: int = 0) -> List[Any]:
+        """The 4D Gaussian decoder -> one float32 ``Gaussian`` per frame; ``time_chunk``: decode
+        overlapping chunks of that many frames, blended (:func:`ss4d.time_chunks.decode_in_chunks`)."""
         decoder = self.models["slat_decoder_gs"]
         with self._on_device(decoder):
-            gaussians = decoder(slat, num_frames=num_frames)
+            if time_chunk:
+                gaussians = decode_in_chunks(decoder, slat, num_frames, int(time_chunk), int(time_overlap),
+                                             GAUSSIAN_FIELDS)
+            else:
+                gaussians = decoder(slat, num_frames=num_frames)
         for g in gaussians:  # fp16/bf16 torsos: keep the Gaussians in float32
             for name in GAUSSIAN_FIELDS:
                 v = getattr(g, name, None)
@@ -490,7 +504,8 @@ class Pipeline:
             slat_cfg: Optional[float] = None, sparse_structure_sampler_params: Optional[Dict[str, Any]] = None,
             slat_sampler_params: Optional[Dict[str, Any]] = None, preprocess_image: bool = True,
             matting: str = "auto", mask_dir=None, progress: bool = True, keep_trajectory: bool = False,
-            ss_noise: Optional[torch.Tensor] = None, slat_noise: Optional[torch.Tensor] = None) -> PipelineResult:
+            ss_noise: Optional[torch.Tensor] = None, slat_noise: Optional[torch.Tensor] = None,
+            time_chunk: Optional[int] = None, time_overlap: int = 0) -> PipelineResult:
         """Generate one Gaussian set per frame.
 
         Args:
@@ -505,6 +520,9 @@ class Pipeline:
             progress: tqdm bars per sampling stage.
             keep_trajectory: keep every step's tensors and the decoder logits (memory heavy).
             ss_noise / slat_noise: noise to use instead of drawing it ([T, C, r, r, r] / [N, C]).
+            time_chunk / time_overlap: run the SLat flow and the 4D decoder on overlapping chunks of
+                ``time_chunk`` frames (even; overlap even, < chunk), blended (:mod:`ss4d.time_chunks`):
+                memory for long clips; the same result when the clip is no longer than a chunk.
         """
         t_start = time.perf_counter()
         device = self.device
@@ -519,6 +537,9 @@ class Pipeline:
                                   sparse_structure_sampler_params)   # checked before any work
         slat_p = self._stage_params(self.slat_params, slat_steps if slat_steps is not None else num_steps, slat_cfg,
                                     slat_sampler_params)
+        if time_chunk:
+            chunk_ranges(len(frames), int(time_chunk), int(time_overlap))   # checked before any work
+            slat_p.update(time_chunk=int(time_chunk), time_overlap=int(time_overlap))
 
         t0 = time.perf_counter()
         crop = None
@@ -571,7 +592,7 @@ class Pipeline:
         timings["slat"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        gaussians = self.decode_slat(slat, num_frames)
+        gaussians = self.decode_slat(slat, num_frames, time_chunk=time_chunk, time_overlap=time_overlap)
         for t, g in enumerate(gaussians):
             for name in GAUSSIAN_FIELDS:
                 if getattr(g, name, None) is not None:

@@ -233,6 +233,9 @@ if not torch.cuda.is_available():
 
 
 BAD_INPUTS += [
+    ("odd_time_chunk", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--time-chunk", "3"], "even chunk"),
+    ("time_overlap_too_large", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--time-chunk", "2",
+                                                "--time-overlap", "2"], r"overlap in \[0, chunk\)"),
     ("batch_missing", lambda d, m, o: ["--batch", d / "nope_dir", "--model", m, "-o", o], "batch input not found"),
     ("batch_empty_folder", lambda d, m, o: ["--batch", d / "emptydir", "--model", m, "-o", o],
      "holds no videos, GIFs or frame folders"),
@@ -330,7 +333,7 @@ def test_speed_flags_give_the_default_result(inputs, tiny_model, tmp_path, capsy
 
 
 def test_bad_input_table_is_large_enough():
-    assert len(BAD_INPUTS) >= 49
+    assert len(BAD_INPUTS) >= 56
 
 
 def test_debug_shows_traceback(inputs, tiny_model, tmp_path, capsys):

@@ -98,9 +98,10 @@ def test_gpu_plan_covers_the_readme_table():
     timed = [(p[1], p[2], p[3]) for p in plan if p[5]]
     assert timed == [("bf16", 8, "default"), ("bf16", 8, "fast"), ("bf16", 16, "default"), ("bf16", 16, "fast"),
                      ("bf16", 32, "default"), ("bf16", 32, "fast"), ("fp16", 32, "default"), ("fp16", 32, "fast")]
-    memory = [(p[2], p[4]) for p in plan if not p[5]]
-    assert memory == [(32, False), (32, True), (64, False), (64, True), (128, False), (128, True)]
-    assert all(p[3] == "one_step" for p in plan if not p[5])
+    memory = [(p[2], p[4], p[3]) for p in plan if not p[5]]
+    assert memory == [(32, False, "one_step"), (32, True, "one_step"), (64, False, "one_step"),
+                      (64, True, "one_step"), (128, False, "one_step"), (128, True, "one_step"),
+                      (128, True, "one_step_chunked")]
 
 
 def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
@@ -116,13 +117,16 @@ def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
     out = bench.bench_gpu_full([2], ["fp32", "bf16"], 1, [4], pipe=pipe, image_size=64, ceiling_size=64)
     labels = [(r["label"], r["T"]) for r in out["rows"]]
     assert labels == [("fp32 default", 2), ("fp32 fast", 2), ("bf16 default", 2), ("bf16 fast", 2),
-                      ("fp32 mem", 2), ("fp32 mem low-vram", 2), ("fp32 mem", 4), ("fp32 mem low-vram", 4)]
+                      ("fp32 mem", 2), ("fp32 mem low-vram", 2), ("fp32 mem", 4), ("fp32 mem low-vram", 4),
+                      ("fp32 mem low-vram chunked", 4)]
     assert all(r["peak_gib"] > 0 and not r.get("oom") for r in out["rows"])
     timed = [r for r in out["rows"] if "mem" not in r["label"]]
     assert all(r["pflop"] > 0 and r["fraction"] > 0 for r in timed)
     # fast = batched CFG: one call per step; default = sequential: two per guided step (1 step at t=1)
     assert [r["model_calls"]["slat"] for r in timed] == [2, 1, 2, 1]
     assert out["sparse_conv_backend"] == "torch" and not pipe.low_vram
+    chunked = out["rows"][-1]   # T=4 in chunks of 32: one chunk, no border
+    assert chunked["flicker_border"] is None and chunked["flicker_inside"] > 0
     assert bench.bench_gpu_full([2], ["fp32"], 1, [], pipe=pipe, image_size=64, ceiling_size=64,
                                 budget_s=1e-9)["skipped"] == [{"label": "fp32 default", "T": 2},
                                                               {"label": "fp32 fast", "T": 2},
