@@ -6,7 +6,8 @@ Used by ``scripts/bench_pipeline.py`` (the GPU performance table of the README) 
   (matmuls, convolutions and the SDPA kernels it knows; element-wise work is not counted, which is
   the convention of every "fraction of peak" figure). Attention is counted through the SDPA backend
   (``ATTN_BACKEND=sdpa`` while counting), since the counter does not know the varlen / flash
-  library kernels.
+  library kernels; variable-length attention then runs as padded buckets, so its count includes
+  the padding (an overcount of at most the bucket padding).
 * :class:`StageMeter` -- wall time of a region (CUDA events on CUDA, ``perf_counter`` elsewhere)
   and its peak memory (``max_memory_allocated`` / ``max_memory_reserved`` on CUDA; the process's
   peak resident set on CPU, reset per region through ``/proc/self/clear_refs`` on Linux).
