@@ -329,6 +329,16 @@ def _generate(args, log: _Log) -> int:
     return _generate_one(args, args.video, out_path, loader, log)
 
 
+def _is_batch_summary(path: str) -> bool:
+    """``path`` is a batch.json that ss4d-generate wrote."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("producer") == PROG
+
+
 def _generate_batch(args, loader: _PipelineLoader, log: _Log) -> int:
     from trellis_ext.atomic import atomic_file
 
@@ -340,14 +350,18 @@ def _generate_batch(args, loader: _PipelineLoader, log: _Log) -> int:
     if src.is_dir() and (root == src or src in root.parents):
         raise InputError(f"-o {out_root} is inside the batch folder {args.video}",
                          "write the outputs elsewhere, e.g. -o outputs/")
+    summary_path = os.path.join(out_root, BATCH_JSON)
+    if os.path.lexists(summary_path) and not (args.overwrite and _is_batch_summary(summary_path)):
+        raise InputError(f"{summary_path} already exists", "pass --overwrite to replace a previous batch's summary "
+                         "(only an ss4d batch.json is replaced), or choose another -o")
     items = batch_items(args.video)
     log(f"batch of {_plural(len(items), 'input')} from {args.video} -> {out_root}/<name>")
     summary = run_batch(items, out_root, lambda item, out: _generate_one(args, item, out, loader, log), log)
     os.makedirs(out_root, exist_ok=True)
-    with atomic_file(os.path.join(out_root, BATCH_JSON), "w") as f:
-        json.dump(summary.to_json(), f, indent=2)
+    with atomic_file(summary_path, "w") as f:
+        json.dump({"producer": PROG, **summary.to_json()}, f, indent=2)
     log(f"batch: {summary.done} done, {summary.failed} failed of {len(items)} in {summary.seconds:.1f} s "
-        f"({summary.items_per_hour:.1f} items/hour); {os.path.join(out_root, BATCH_JSON)}")
+        f"({summary.items_per_hour:.1f} items/hour); {summary_path}")
     if summary.failed:
         print(f"{PROG}: error: {summary.failed} of {len(items)} batch items failed (see {BATCH_JSON})", file=sys.stderr)
         return EXIT_INTERNAL

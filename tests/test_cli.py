@@ -294,6 +294,15 @@ def test_batch_isolates_failures_and_loads_the_model_once(inputs, tiny_model, tm
         assert json.loads((out / name / "result.json").read_text())["num_frames"] == 2
     assert not (out / "b").exists()
     assert "items/hour" in stdout
+    # a second batch into the same folder: refused without --overwrite (batch.json is there) ...
+    code, _, err = run_cli(["--batch", batch, "--model", tiny_model, "-o", out, "--render", "none"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT and "batch.json already exists" in err
+    # ... and a batch.json that ss4d did not write is never replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "batch.json").write_text('{"my": "data"}')
+    code, _, err = run_cli(["--batch", batch, "--model", tiny_model, "-o", mine, "--overwrite"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT and (mine / "batch.json").read_text() == '{"my": "data"}'
 
 
 def test_batch_list_file(inputs, tiny_model, tmp_path, capsys):

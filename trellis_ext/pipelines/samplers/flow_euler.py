@@ -20,10 +20,9 @@ Speed options (sampler parameters, off by default = the faithful path):
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
-
-import contextlib
 
 import numpy as np
 import torch
