@@ -537,6 +537,7 @@ class Pipeline:
                                   sparse_structure_sampler_params)   # checked before any work
         slat_p = self._stage_params(self.slat_params, slat_steps if slat_steps is not None else num_steps, slat_cfg,
                                     slat_sampler_params)
+        ss_p, slat_p = self._sampler_params(ss_p), self._sampler_params(slat_p)   # as run (low-VRAM settings)
         if time_chunk:
             chunk_ranges(len(frames), int(time_chunk), int(time_overlap))   # checked before any work
             slat_p.update(time_chunk=int(time_chunk), time_overlap=int(time_overlap))
