@@ -480,16 +480,21 @@ class Pipeline:
 
     @torch.no_grad()
     def decode_slat(self, slat: SparseTensor, num_frames: int, time_chunk: Optional[int] = None,
-                    time_overlap: int = 0) -> List[Any]:
-        """The 4D Gaussian decoder -> one float32 ``Gaussian`` per frame; ``time_chunk``: decode
-        overlapping chunks of that many frames, blended (:func:`ss4d.time_chunks.decode_in_chunks`)."""
+                    time_overlap: int = 0, frames: Optional[Sequence[int]] = None) -> List[Any]:
+        """The 4D Gaussian decoder -> one float32 ``Gaussian`` per frame (per listed frame with
+        ``frames``). ``time_chunk``: decode overlapping chunks of that many frames, blended
+        (:func:`ss4d.time_chunks.decode_in_chunks`); with ``frames`` only the chunks holding those
+        frames are decoded (less work). Without chunks the whole clip is decoded (the decoder's 4D
+        windows make every frame depend on its neighbours) and the listed frames returned."""
         decoder = self.models["slat_decoder_gs"]
         with self._on_device(decoder):
             if time_chunk:
                 gaussians = decode_in_chunks(decoder, slat, num_frames, int(time_chunk), int(time_overlap),
-                                             GAUSSIAN_FIELDS)
+                                             GAUSSIAN_FIELDS, frames=frames)
             else:
                 gaussians = decoder(slat, num_frames=num_frames)
+                if frames is not None:
+                    gaussians = [gaussians[int(f)] for f in frames]
         for g in gaussians:  # fp16/bf16 torsos: keep the Gaussians in float32
             for name in GAUSSIAN_FIELDS:
                 v = getattr(g, name, None)

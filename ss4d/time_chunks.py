@@ -21,7 +21,7 @@ Chunks start on even frames and ``chunk`` / ``overlap`` are even, so the SLat fl
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -105,20 +105,28 @@ class TimeChunkedFlow(nn.Module):
 
 
 def decode_in_chunks(decoder: nn.Module, slat: SparseTensor, num_frames: int, chunk: int, overlap: int,
-                     fields: Tuple[str, ...]) -> list:
+                     fields: Tuple[str, ...], frames: Optional[Sequence[int]] = None) -> list:
     """The 4D Gaussian decoder on overlapping time chunks (one sample, B = 1).
 
     Every chunk decodes its frames; a frame covered by several chunks gets the weighted sum
     (:func:`chunk_weights`) of their Gaussian parameters ``fields`` (raw, before activation): the
     chunks decode the same voxels of that frame in the same order, so the Gaussians correspond one
-    to one. Returns one ``Gaussian`` per frame.
+    to one. Returns one ``Gaussian`` per frame, or, with ``frames``, one per listed frame (in that
+    order): only the chunks holding a listed frame are decoded, and those frames come out exactly
+    as in the full chunked decode.
     """
     ranges = chunk_ranges(num_frames, chunk, overlap)
+    wanted = sorted(set(range(num_frames) if frames is None else (int(f) for f in frames)))
+    if wanted and not (0 <= wanted[0] and wanted[-1] < num_frames):
+        raise InputError(f"frames to decode must be in 0..{num_frames - 1}, got {list(frames)}")
     if len(ranges) == 1:
-        return decoder(slat, num_frames=num_frames)
+        out = decoder(slat, num_frames=num_frames)
+        return out if frames is None else [out[f] for f in frames]
     weights = chunk_weights(num_frames, ranges)
     out: list = [None] * num_frames
     for (a, b), w in zip(ranges, weights):
+        if not any(a <= f < b for f in wanted):
+            continue
         sub, _ = slice_sparse_frames(slat, num_frames, a, b)
         for i, g in enumerate(decoder(sub, num_frames=b - a)):
             f = a + i
@@ -133,7 +141,7 @@ def decode_in_chunks(decoder: nn.Module, slat: SparseTensor, num_frames: int, ch
                     v = getattr(g, name, None)
                     if v is not None:
                         setattr(out[f], name, getattr(out[f], name) + v)
-    return out
+    return out if frames is None else [out[f] for f in frames]
 
 
 def frame_jumps(gaussians: list) -> torch.Tensor:

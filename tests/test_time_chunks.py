@@ -117,6 +117,26 @@ def test_decoder_chunks(tiny, tmp_path_factory):
             torch.testing.assert_close(getattr(blended[f], name), want)
     torch.testing.assert_close(blended[0]._xyz, first[0]._xyz)
     torch.testing.assert_close(blended[5]._xyz, second[3]._xyz)
+    # decode only frames 5 and 0 (chunk 4, overlap 2 over 10 frames: 4 chunks, 2 of them needed)
+    T = 10
+    coords = torch.unique(torch.cat([torch.arange(T).repeat_interleave(12)[:, None],
+                                     torch.randint(0, decoder.resolution, (12 * T, 3), generator=gen)], 1).int(), dim=0)
+    slat = SparseTensor(torch.randn(coords.shape[0], 8, generator=gen), coords)
+    calls = []
+    handle = decoder.register_forward_pre_hook(lambda m, a, k: calls.append(k.get("num_frames")), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            every = decode_in_chunks(decoder, slat, T, 4, 2, GAUSSIAN_FIELDS)
+            n_all = len(calls)
+            some = decode_in_chunks(decoder, slat, T, 4, 2, GAUSSIAN_FIELDS, frames=[5, 0])
+    finally:
+        handle.remove()
+    assert n_all == 4 and len(calls) - n_all == 3   # chunks (0,4), (2,6), (4,8) hold frame 0 or 5
+    for g, f in zip(some, (5, 0)):
+        for name in ("_xyz", "_opacity", "_features_dc", "_scaling", "_rotation"):
+            assert torch.equal(getattr(g, name), getattr(every[f], name))
+    with pytest.raises(InputError, match="frames to decode"):
+        decode_in_chunks(decoder, slat, T, 4, 2, GAUSSIAN_FIELDS, frames=[10])
 
 
 def test_pipeline_time_chunk_options(tiny, tmp_path_factory):
