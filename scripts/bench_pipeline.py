@@ -1,30 +1,38 @@
 #!/usr/bin/env python
-"""Per-stage time and peak memory of ``ss4d.Pipeline``.
+"""Per-stage time, peak memory and FLOPs of ``ss4d.Pipeline``; achieved rate against the matmul ceiling.
 
 * **CPU, tiny pipeline** (always): the tiny random-weight folder of ``ss4d.tiny`` (written to a temp
   folder), frames of ``assets/dancing_robot_fg.mp4``, T = 2/4/8 by default. Peak memory is the peak
-  resident set size of the process during each stage (Linux: ``VmHWM`` reset before every stage via
-  ``/proc/self/clear_refs``; elsewhere the process-wide ``ru_maxrss``).
-* **CPU thread counts** (always): the same tiny T=2 generation with torch's own default (every
-  logical core), ss4d's default (:func:`ss4d.threads.default_threads`: idle physical cores) and 1
-  thread, median of :data:`THREAD_REPEATS` runs each, with the load average at the start. On a busy
-  2-core machine torch's default was ~4.5x slower than 1 thread (issue 8); this is where that is
-  measured, not in the tests.
+  resident set size of the process during each stage.
+* **CPU thread counts** (unless ``--no-thread-compare``): the same tiny T=2 generation with torch's
+  own default (every logical core), ss4d's default (:func:`ss4d.threads.default_threads`: idle
+  physical cores) and 1 thread, median of :data:`THREAD_REPEATS` runs each, with the load average at
+  the start. On a busy 2-core machine torch's default was ~4.5x slower than 1 thread (issue 8).
 * **GPU, full size** (only with CUDA): the released architectures (``configs/ss4d/*.json``) with random
-  weights, a random full-size DINOv2 ViT-L/14-reg encoder, bf16 torsos by default, T = 8/16/32, the
-  TRELLIS sampler settings (25 + 25 steps, CFG 7.5 / 3.0 on [0.5, 1], rescale_t 3). Peak memory is
-  ``torch.cuda.max_memory_allocated`` per stage. The SS decoder's output bias is shifted so that about
-  :data:`FULL_OCCUPANCY` of the 64³ grid is occupied (random weights would otherwise fill half of it).
-  Without CUDA this part prints that it is skipped.
+  weights and a random full-size DINOv2 ViT-L/14-reg encoder, T = 8/16/32, bf16 and fp16 torsos, the
+  TRELLIS sampler settings (25 + 25 steps, CFG 7.5 / 3.0 on [0.5, 1], rescale_t 3) as the
+  ``default`` preset and :data:`FAST_PRESET` as ``fast``. Then the memory rows: T = 64/128 with one
+  step per stage (the peak of a step does not grow with the step count), in default and
+  ``--low-vram``-like settings where the pipeline offers them. The SS decoder's output bias is
+  shifted so that about :data:`FULL_OCCUPANCY` of the 64³ grid is occupied.
 
-Usage: ``python scripts/bench_pipeline.py [--frames 2 4 8] [--threads N] [--gpu-frames 8 16 32]
-[--gpu-dtype bf16] [--steps N] [--no-thread-compare]``.
+Per row and stage: wall time (CUDA events around the stage after one warm-up generation of one
+step per stage; on CPU ``perf_counter``), peak memory allocated and reserved, FLOPs (matmul /
+conv / attention, ``FlopCounterMode`` on one model forward times the number of forwards the sampler
+made, :mod:`ss4d.perf`), achieved TFLOP/s and the fraction of the measured bf16 matmul ceiling.
+One table is printed at the end; ``--json`` writes every number.
+
+Usage (GPU, the README's performance table; about 5 minutes on an H100/H200)::
+
+    python scripts/bench_pipeline.py --no-thread-compare --frames 2 --json bench.json
+
+Options: ``--frames`` (CPU tiny T), ``--threads``, ``--gpu-frames 8 16 32``, ``--gpu-dtypes bf16 fp16``,
+``--memory-frames 64 128``, ``--steps N`` (both stages, default 25), ``--no-fast``, ``--json PATH``.
 """
 import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -34,120 +42,150 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
+from ss4d.perf import CallCounter, StageMeter, count_flops, format_table, matmul_ceiling  # noqa: E402
+
 CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
 FULL_OCCUPANCY = 0.06   # ~16k of 64³ voxels per frame, a typical TRELLIS object
 FULL_SAMPLERS = {"ss": {"steps": 25, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0},
                  "slat": {"steps": 25, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
+#: The ``fast`` preset: batched CFG, cached condition K/V, fewer steps (quality not yet measured).
+FAST_PRESET = {"steps": 12, "cfg_mode": "batched", "kv_cache": True}
+#: Time chunks of the long-clip memory row (SLat flow and 4D decoder; ``ss4d.time_chunks``).
+TIME_CHUNKS = {"time_chunk": 32, "time_overlap": 8}
+#: Steps per stage of the warm-up generation (excluded from the figures) and of the memory rows.
+WARMUP_STEPS = 1
 STAGES = ("condition", "sparse_structure", "slat", "decode", "render")
+#: Resolution of the one render timed with ``--gpu-render`` (gsplat JIT-compiles for minutes on a
+#: fresh machine, so the GPU run leaves the render out by default).
+GPU_RENDER_RESOLUTION = 512
+#: Side of the (noise) input frames of the GPU rows: SS4D's preprocessed size.
+IMAGE_SIZE = 518
+#: Default time budget (s) of the GPU rows: rows not started by then are skipped and listed.
+GPU_BUDGET_S = 360
+GENERATION_STAGES = STAGES[:-1]
 THREAD_REPEATS = 3       # runs per thread count in the comparison (median reported)
 THREAD_COMPARE_FRAMES = 2
+TINY_STEPS = 4           # the tiny folder's steps per stage
+GIB = 2 ** 30
+TABLE = (("label", "run", "s"), ("T", "T", "d"), ("seconds", "gen s", ".2f"), ("ss_s", "ss s", ".2f"),
+         ("slat_s", "slat s", ".2f"), ("decode_s", "dec s", ".2f"), ("peak_gib", "peak GiB", ".2f"),
+         ("reserved_gib", "resv GiB", ".2f"), ("pflop", "PFLOP", ".3g"), ("tflops", "TFLOP/s", ".3g"),
+         ("fraction", "of ceiling", ".3f"))
 
 
-class Meter:
-    """Wall time and peak memory of one stage."""
+def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_resolution=256, count=False):
+    """The stages of ``Pipeline.run`` one by one, each measured with :class:`ss4d.perf.StageMeter`.
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    Returns ``(meters, voxels, gaussians, flops, extra)``; ``flops`` per stage (None unless
+    ``count``): the condition and decode stages counted whole, the flow stages as one counted model
+    forward times the forwards the sampler made (plus the SS decoder, counted whole). ``extra``:
+    with time chunks (``slat_params["time_chunk"]``), the flicker measure at chunk borders and inside
+    chunks (:func:`ss4d.time_chunks.frame_jumps`).
+    """
+    from ss4d.time_chunks import border_pairs, frame_jumps
 
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self.peak = _peak_rss()
-        self.seconds = time.perf_counter() - self.t0
-        return False
-
-
-def _peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_resolution=256):
-    """The stages of ``Pipeline.run`` one by one, each measured."""
+    from ss4d.models.ss_vae_4d import decode_frames
     from ss4d.render import RenderSettings, render_view
     from trellis_ext.sparse import SparseTensor
 
     device = pipe.device
-    rows = {}
+    meters, flops = {}, {}
     T = len(images)
-    with Meter(device) as m:
+    ss_p = {**pipe.ss_params, **(ss_params or {})}
+    slat_p = {**pipe.slat_params, **(slat_params or {})}
+    with StageMeter(device) as m:
         cond = pipe.encode_frames(images)
         neg = torch.zeros_like(cond)
-    rows["condition"] = m
+    meters["condition"] = m
     torch.manual_seed(seed)
     flow = pipe.models["sparse_structure_flow_model"]
     r = flow.resolution
-    with Meter(device) as m:
-        coords, _, _ = pipe.sample_sparse_structure(cond, neg, torch.randn(T, flow.in_channels, r, r, r).to(device),
-                                                    **{**pipe.ss_params, **(ss_params or {})})
-    rows["sparse_structure"] = m
-    with Meter(device) as m:
-        noise = SparseTensor(torch.randn(coords.shape[0], pipe.models["slat_flow_model"].in_channels).to(device), coords)
-        slat, _ = pipe.sample_slat(cond, neg, noise, T, **{**pipe.slat_params, **(slat_params or {})})
-    rows["slat"] = m
-    with Meter(device) as m:
-        gaussians = pipe.decode_slat(slat, T)
-    rows["decode"] = m
-    with Meter(device) as m:
-        render_view(gaussians[0], 30, 15, RenderSettings(resolution=render_resolution))
-    rows["render"] = m
-    return rows, int(coords.shape[0]), sum(len(g) for g in gaussians)
+    ss_noise = torch.randn(T, flow.in_channels, r, r, r).to(device)
+    with StageMeter(device) as m, CallCounter(flow) as ss_calls:
+        coords, ss_out, _ = pipe.sample_sparse_structure(cond, neg, ss_noise, **ss_p)
+    meters["sparse_structure"] = m
+    slat_flow = pipe.models["slat_flow_model"]
+    noise = SparseTensor(torch.randn(coords.shape[0], slat_flow.in_channels).to(device), coords.to(device))
+    with StageMeter(device) as m, CallCounter(slat_flow) as slat_calls:
+        slat, _ = pipe.sample_slat(cond, neg, noise, T, **slat_p)
+    meters["slat"] = m
+    with StageMeter(device) as m:
+        gaussians = pipe.decode_slat(slat, T, time_chunk=slat_p.get("time_chunk"),
+                                     time_overlap=slat_p.get("time_overlap", 0))
+    meters["decode"] = m
+    extra = {}
+    if slat_p.get("time_chunk") and T > 2:
+        jumps = frame_jumps(gaussians)
+        border = border_pairs(T, slat_p["time_chunk"], slat_p.get("time_overlap", 0))
+        inside = [p for p in range(T - 1) if p not in border]
+        extra["flicker_border"] = float(jumps[border].mean()) if border else None
+        extra["flicker_inside"] = float(jumps[inside].mean()) if inside else None
+    if render_resolution:
+        with StageMeter(device) as m:
+            render_view(gaussians[0], 30, 15, RenderSettings(resolution=render_resolution))
+        meters["render"] = m
+    if count:
+        t = torch.full((T,), 500.0, device=device)
+        with torch.no_grad():
+            flops["condition"] = count_flops(pipe.encode_frames, images)[1]
+            fwd = count_flops(flow, ss_noise, t, cond, num_frames=T)[1]
+            dec = count_flops(decode_frames, pipe.models["sparse_structure_decoder"], ss_out.samples[None])[1]
+            flops["sparse_structure"] = fwd * ss_calls.calls + dec
+            flops["slat"] = count_flops(slat_flow, noise, t, cond, num_frames=T)[1] * slat_calls.calls
+            flops["decode"] = count_flops(pipe.decode_slat, slat, T)[1]
+        flops["model_calls"] = {"sparse_structure": ss_calls.calls, "slat": slat_calls.calls}
+    return meters, int(coords.shape[0]), sum(len(g) for g in gaussians), flops or None, extra
 
 
-def print_rows(label, rows, voxels, gaussians, unit_note):
-    total = sum(m.seconds for k, m in rows.items() if k != "render")
-    print(f"\n{label}: {voxels} voxels, {gaussians} Gaussians; generation {total:.2f} s ({unit_note})")
-    print(f"  {'stage':<18}{'time (s)':>10}{'peak (GiB)':>12}")
-    for k in STAGES:
-        m = rows[k]
-        print(f"  {k:<18}{m.seconds:>10.2f}{m.peak / 2**30:>12.3f}")
-    return {k: {"seconds": round(rows[k].seconds, 3), "peak_bytes": int(rows[k].peak)} for k in STAGES}
+def summarize(label, T, meters, voxels, gaussians, flops, extra=None, ceiling_tflops=None):
+    """One table row (generation = every stage but the render) + the full per-stage numbers."""
+    seconds = sum(meters[k].seconds for k in GENERATION_STAGES)
+    row = {"label": label, "T": T, "seconds": seconds, "voxels": voxels, "gaussians": gaussians,
+           "ss_s": meters["sparse_structure"].seconds, "slat_s": meters["slat"].seconds,
+           "decode_s": meters["decode"].seconds,
+           "peak_gib": max(meters[k].peak for k in GENERATION_STAGES) / GIB,
+           "reserved_gib": max(meters[k].reserved for k in GENERATION_STAGES) / GIB,
+           "stages": {k: {"seconds": meters[k].seconds, "peak_bytes": meters[k].peak,
+                          "reserved_bytes": meters[k].reserved} for k in STAGES if k in meters}, **(extra or {})}
+    if flops:
+        total = sum(flops[k] for k in GENERATION_STAGES)
+        row.update(pflop=total / 1e15, tflops=total / seconds / 1e12, model_calls=flops["model_calls"])
+        for k in GENERATION_STAGES:
+            row["stages"][k]["flops"] = flops[k]
+            row["stages"][k]["tflops"] = flops[k] / meters[k].seconds / 1e12
+        if ceiling_tflops:
+            row["fraction"] = row["tflops"] / ceiling_tflops
+    return row
 
 
-def bench_cpu_tiny(frame_counts, threads):
-    from ss4d import Pipeline
+def tiny_images(T):
     from ss4d.io import FrameSelection, read_frames
     from ss4d.matting import matte_frames
     from ss4d.preprocess import preprocess_frames
+
+    clip = read_frames(CLIP, FrameSelection(num_frames=T, stride=max(1, 32 // T)))
+    return preprocess_frames(matte_frames(clip.frames)[0])[0]
+
+
+def bench_cpu_tiny(frame_counts, threads, steps=None):
+    from ss4d import Pipeline
     from ss4d.tiny import write_tiny_video_to_4d
 
     if threads:
         torch.set_num_threads(threads)
     print(f"# CPU, tiny random-weight pipeline (ss4d.tiny), {torch.get_num_threads()} torch thread(s), "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible")
-    out = {}
+    ceiling = matmul_ceiling("cpu", torch.float32, size=512, repeats=3)
+    over = {"steps": steps} if steps else {}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_tiny_video_to_4d(os.path.join(tmp, "tiny"))
-        pipe = Pipeline.from_pretrained(folder)
+        pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(os.path.join(tmp, "tiny")))
         for T in frame_counts:
-            clip = read_frames(CLIP, FrameSelection(num_frames=T, stride=max(1, 32 // T)))
-            images, _ = preprocess_frames(matte_frames(clip.frames)[0])
-            run_stages(pipe, images[:2])  # warm-up
-            rows, voxels, gaussians = run_stages(pipe, images)
-            out[f"T{T}"] = print_rows(f"T={T}", rows, voxels, gaussians,
-                                      "4 + 4 steps; peak = process RSS during the stage; render = one 256² frame")
-    return out
+            images = tiny_images(T)
+            run_stages(pipe, images[:2], ss_params={"steps": WARMUP_STEPS}, slat_params={"steps": WARMUP_STEPS})
+            res = run_stages(pipe, images, ss_params=over, slat_params=over, count=True)
+            rows.append(summarize("cpu-tiny", T, *res, ceiling_tflops=ceiling))
+    return {"fp32_matmul_ceiling_tflops": ceiling, "rows": rows}
 
 
 def bench_threads():
@@ -155,9 +193,6 @@ def bench_threads():
     import statistics
 
     from ss4d import Pipeline
-    from ss4d.io import FrameSelection, read_frames
-    from ss4d.matting import matte_frames
-    from ss4d.preprocess import preprocess_frames
     from ss4d.threads import default_threads
     from ss4d.tiny import write_tiny_video_to_4d
 
@@ -170,8 +205,7 @@ def bench_threads():
     out = {"load_avg_1min": load}
     with tempfile.TemporaryDirectory() as tmp:
         pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(os.path.join(tmp, "tiny")))
-        clip = read_frames(CLIP, FrameSelection(num_frames=THREAD_COMPARE_FRAMES, stride=16))
-        images, _ = preprocess_frames(matte_frames(clip.frames)[0])
+        images = tiny_images(THREAD_COMPARE_FRAMES)
         for label, n in counts.items():
             torch.set_num_threads(n)
             run_stages(pipe, images)  # warm-up
@@ -212,55 +246,146 @@ def build_full_pipeline(device, dtype, seed=0):
     return pipe.to(device, dtype)
 
 
-def bench_gpu_full(frame_counts, dtype_name, steps):
+def _noise_images(T, size):
+    from PIL import Image
+
+    return [Image.effect_noise((size, size), 64).convert("RGB") for _ in range(T)]
+
+
+def _gpu_row(pipe, label, T, params, ceiling, count=True, render_resolution=None, image_size=IMAGE_SIZE):
+    images = _noise_images(T, image_size)
+    try:
+        res = run_stages(pipe, images, ss_params=params, slat_params=params, render_resolution=render_resolution,
+                         count=count)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        row = {"label": label, "T": T, "oom": True}
+    else:
+        torch.cuda.empty_cache()
+        row = summarize(label, T, *res, ceiling_tflops=ceiling)
+    print(f"  {label} T={T}: " + ("out of memory" if row.get("oom") else
+                                  f"{row['seconds']:.1f} s, peak {row['peak_gib']:.2f} GiB"), flush=True)
+    return row
+
+
+def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True):
+    """(label, dtype, T, preset, low_vram, count FLOPs) per GPU row, in run order, the README
+    table's figures first (so a spent time budget skips the least needed rows):
+
+    1. first dtype, largest T: default, then fast;
+    2. memory rows (one step per stage), first dtype: default and low-VRAM at the largest T and at
+       ``memory_frames``, then low-VRAM with :data:`TIME_CHUNKS` at the longest of ``memory_frames``;
+    3. first dtype, the other T: default, fast;
+    4. the other dtypes, largest T: default, fast.
+    """
+    first, largest = dtype_names[0], frame_counts[-1]
+
+    def timed(name, T):
+        return [(f"{name} default", name, T, "default", False, True)] + \
+            ([(f"{name} fast", name, T, "fast", False, True)] if fast else [])
+
+    plan = timed(first, largest)
+    for T in [largest] + list(memory_frames):
+        plan.append((f"{first} mem", first, T, "one_step", False, False))
+        plan.append((f"{first} mem low-vram", first, T, "one_step", True, False))
+    for T in list(memory_frames)[-1:]:
+        plan.append((f"{first} mem low-vram chunked", first, T, "one_step_chunked", True, False))
+    for T in frame_counts[:-1]:
+        plan += timed(first, T)
+    for name in dtype_names[1:]:
+        plan += timed(name, largest)
+    return plan
+
+
+def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, budget_s=None, render=False,
+                   pipe=None, image_size=IMAGE_SIZE, ceiling_size=None):
+    """The GPU rows of :func:`gpu_plan`. ``pipe`` / ``image_size`` / ``ceiling_size`` let the tests run
+    this same code on the CPU with the tiny pipeline (``pipe`` given: its device is used)."""
     from ss4d.pipeline import DTYPES
 
-    if not torch.cuda.is_available():
+    if pipe is None and not torch.cuda.is_available():
         print("\n# GPU, full size: SKIPPED (no CUDA device). Run this script on a CUDA machine to measure the "
               "released architectures with random weights at T=8/16/32.")
         return None
-    device = torch.device("cuda")
-    dtype = DTYPES[dtype_name]
-    print(f"\n# GPU, full size ({torch.cuda.get_device_name()}), random weights, {dtype_name} torsos, "
-          f"steps {steps or 25}+{steps or 25}")
-    pipe = build_full_pipeline(device, dtype)
-    over = {"steps": steps} if steps else {}
-    from PIL import Image
-
-    out = {}
-    for T in frame_counts:
-        images = [Image.effect_noise((518, 518), 64).convert("RGB") for _ in range(T)]
-        try:
-            rows, voxels, gaussians = run_stages(pipe, images, ss_params=over, slat_params=over, render_resolution=512)
-        except torch.cuda.OutOfMemoryError:
-            print(f"\nT={T}: out of GPU memory")
-            torch.cuda.empty_cache()
-            out[f"T{T}"] = "OOM"
+    t_start = time.perf_counter()
+    device = pipe.device if pipe is not None else torch.device("cuda")
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    ceiling = matmul_ceiling(device, torch.bfloat16, **({"size": ceiling_size} if ceiling_size else {}))
+    print(f"\n# {device_name}, random weights; measured bf16 matmul ceiling {ceiling:.1f} TFLOP/s", flush=True)
+    if pipe is None:
+        pipe = build_full_pipeline(device, DTYPES[dtype_names[0]])
+    presets = {"default": {"steps": steps} if steps else {}, "fast": {**FAST_PRESET, **({"steps": steps} if steps else {})},
+               "one_step": {"steps": WARMUP_STEPS}, "one_step_chunked": {"steps": WARMUP_STEPS, **TIME_CHUNKS}}
+    rows, skipped, warmed = [], [], set()
+    for label, name, T, preset, low_vram, count in gpu_plan(frame_counts, dtype_names, memory_frames, fast):
+        if budget_s and time.perf_counter() - t_start > budget_s:
+            skipped.append({"label": label, "T": T})
             continue
-        out[f"T{T}"] = print_rows(f"T={T}", rows, voxels, gaussians,
-                                  "peak = torch.cuda.max_memory_allocated during the stage; render = one 512² frame")
-        torch.cuda.empty_cache()
-    return out
+        if low_vram != pipe.low_vram:
+            pipe.enable_low_vram(device) if low_vram else pipe.disable_low_vram()
+        if pipe.dtype != DTYPES[name]:
+            pipe.to(device, DTYPES[name])
+        if name not in warmed:   # warm-up (kernels, allocator, cuBLAS handles), excluded from the figures
+            run_stages(pipe, _noise_images(2, image_size), ss_params=presets["one_step"], slat_params=presets["one_step"], render_resolution=None)
+            warmed.add(name)
+        rows.append(_gpu_row(pipe, label, T, presets[preset], ceiling, count=count,
+                             render_resolution=GPU_RENDER_RESOLUTION if render else None, image_size=image_size))
+    if pipe.low_vram:
+        pipe.disable_low_vram()
+    if skipped:
+        names = ", ".join(f"{r['label']} T={r['T']}" for r in skipped)
+        print(f"  time budget of {budget_s} s spent: skipped {names}")
+    from trellis_ext.attention import select_backend as attention_backend
+    from trellis_ext.sparse.conv import select_backend as sparse_conv_backend
+
+    probe = torch.zeros(1, 1, 1, 64, device=device, dtype=DTYPES[dtype_names[0]])
+    return {"device": device_name, "bf16_matmul_ceiling_tflops": ceiling, "rows": rows,
+            "skipped": skipped, "sparse_conv_backend": sparse_conv_backend(device),
+            "attention_backend": attention_backend(probe, probe, probe), "gsplat_installed": _importable("gsplat"),
+            "seconds": time.perf_counter() - t_start}
 
 
-def main() -> int:
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, nargs="+", default=[2, 4, 8], help="CPU tiny-pipeline clip lengths")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--cpu-steps", type=int, help=f"CPU tiny pipeline: steps per stage (default {TINY_STEPS})")
     ap.add_argument("--gpu-frames", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--gpu-dtype", default="bf16", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--gpu-dtypes", nargs="+", default=["bf16", "fp16"], choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--memory-frames", type=int, nargs="*", default=[64, 128],
+                    help="GPU: clip lengths measured for memory only (one step per stage)")
     ap.add_argument("--steps", type=int, help="GPU: steps per stage (default 25)")
-    ap.add_argument("--json", help="also write the numbers to this JSON file")
+    ap.add_argument("--no-fast", action="store_true", help="GPU: skip the fast-preset rows")
+    ap.add_argument("--budget-s", type=float, default=GPU_BUDGET_S,
+                    help=f"GPU: start no row after this many seconds (default {GPU_BUDGET_S}; 0 = no limit)")
+    ap.add_argument("--gpu-render", action="store_true", help="GPU: also time one 512² render (gsplat)")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU tiny-pipeline rows")
+    ap.add_argument("--json", help="also write every number to this JSON file")
     ap.add_argument("--no-thread-compare", action="store_true", help="skip the CPU thread-count comparison")
-    args = ap.parse_args()
-    if any(t < 2 or t % 2 for t in args.frames + args.gpu_frames):
+    args = ap.parse_args(argv)
+    if any(t < 2 or t % 2 for t in args.frames + args.gpu_frames + args.memory_frames):
         ap.error("frame counts must be even and >= 2")
-    results = {"torch": torch.__version__, "cpu_tiny": bench_cpu_tiny(args.frames, args.threads),
+    t0 = time.perf_counter()
+    results = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+               "cpu_tiny": None if args.no_cpu else bench_cpu_tiny(args.frames, args.threads, args.cpu_steps),
                "cpu_threads": None if args.no_thread_compare else bench_threads(),
-               "gpu_full": bench_gpu_full(args.gpu_frames, args.gpu_dtype, args.steps)}
+               "gpu_full": bench_gpu_full(args.gpu_frames, args.gpu_dtypes, args.steps, args.memory_frames,
+                                          fast=not args.no_fast, budget_s=args.budget_s or None,
+                                          render=args.gpu_render)}
+    results["wall_seconds"] = time.perf_counter() - t0
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    rows = (results["cpu_tiny"] or {}).get("rows", []) + (results["gpu_full"] or {}).get("rows", [])
+    print("\n# per generation (condition + structure + latent + decode); peak over the stages; "
+          "'of ceiling' = achieved / measured matmul rate (bf16 on GPU, fp32 on CPU)")
+    print(format_table(rows, TABLE))
     return 0
 
 

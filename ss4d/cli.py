@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free some disk space or write elsewhere wit
                       errno.EACCES: "check the permissions, or write elsewhere with -o",
                       errno.ENAMETOOLONG: "choose a shorter name with -o"}
 DEFAULT_MODEL_ENV = "SS4D_MODEL"
+BATCH_JSON = "batch.json"  # the per-item summary of a --batch run
 DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
 CPU_RESOLUTION, CUDA_RESOLUTION = 256, 512
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096  # render sizes accepted by --resolution
@@ -174,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
                         "much faster when the cores are shared with other busy processes)")
 
+    g.add_argument("--batch", action="store_true",
+                   help="VIDEO is a folder of inputs (videos, GIFs, frame folders) or a .txt list (one path a "
+                        "line): the model loads once, each input goes to OUT/<name> (default outputs/<name>), a "
+                        "failing input is reported and skipped, OUT/batch.json lists every item")
+    g.add_argument("--low-vram", action="store_true",
+                   help="keep the models on the CPU and move each to the GPU only for its stage; sequential CFG "
+                        "(same result, less GPU memory, slower)")
+    g.add_argument("--cfg-batched", action="store_true",
+                   help="evaluate the guided and unguided passes in one batched call (same result within float "
+                        "tolerance; faster on a GPU, more memory per call)")
+    g.add_argument("--kv-cache", action="store_true",
+                   help="reuse the condition's cross-attention keys/values across sampler steps (exact)")
+    g.add_argument("--time-chunk", type=_int_at_least("--time-chunk", 2), metavar="N",
+                   help="long clips: run the structured-latent flow and the 4D decoder on overlapping chunks of N "
+                        "frames (even), blended at the borders (less memory; frames see N frames of context)")
+    g.add_argument("--time-overlap", type=_int_at_least("--time-overlap", 0), default=0, metavar="K",
+                   help="frames shared by neighbouring chunks (even, < --time-chunk; default 0)")
+
     g = p.add_argument_group("renders")
     g.add_argument("--render", type=_render_list, default=None, metavar="LIST",
                    help="comma list of novel,turntable,grid,compare, or all / none (default all)")
@@ -266,29 +286,127 @@ def _model_path(args, must_exist: bool = True) -> str:
     return path
 
 
+def speed_params(args) -> dict:
+    """Sampler parameters of the speed flags (empty = the faithful default path)."""
+    out = {}
+    if args.cfg_batched:
+        out["cfg_mode"] = "batched"
+    if args.kv_cache:
+        out["kv_cache"] = True
+    return out
+
+
+class _PipelineLoader:
+    """Loads the pipeline on first use (after the first input was read, as a single run always did)
+    and hands the same one to every later item of a batch."""
+
+    def __init__(self, args, log: _Log):
+        self.args, self.log = args, log
+        self.pipe = None
+        self.seconds = 0.0
+
+    def __call__(self):
+        import torch
+
+        from .pipeline import Pipeline
+
+        if self.pipe is not None:
+            return self.pipe
+        args, log = self.args, self.log
+        t0 = time.perf_counter()
+        model_path = _model_path(args)
+        pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
+        if args.low_vram:
+            pipe.enable_low_vram()
+        self.seconds = time.perf_counter() - t0
+        if pipe.random_weights and args.threads is None:
+            from .threads import TINY_MODEL_THREADS
+
+            torch.set_num_threads(TINY_MODEL_THREADS)
+        if pipe.random_weights:
+            log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
+                "shape, not a reconstruction of your video")
+        dtype_name = str(pipe.dtype).replace("torch.", "")
+        threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
+        log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
+        self.pipe = pipe
+        return pipe
+
+    def take_seconds(self) -> float:
+        """The load time, reported once (by the first item)."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def _generate(args, log: _Log) -> int:
+    _check_flags(args)
+    loader = _PipelineLoader(args, log)
+    if args.batch:
+        return _generate_batch(args, loader, log)
+    out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
+    return _generate_one(args, args.video, out_path, loader, log)
+
+
+def _is_batch_summary(path: str) -> bool:
+    """``path`` is a batch.json that ss4d-generate wrote."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("producer") == PROG
+
+
+def _generate_batch(args, loader: _PipelineLoader, log: _Log) -> int:
+    from trellis_ext.atomic import atomic_file
+
+    from .batch import batch_items, run_batch
+    from .errors import InputError
+
+    out_root = args.output or "outputs"
+    src, root = Path(args.video).resolve(), Path(out_root).resolve()
+    if src.is_dir() and (root == src or src in root.parents):
+        raise InputError(f"-o {out_root} is inside the batch folder {args.video}",
+                         "write the outputs elsewhere, e.g. -o outputs/")
+    summary_path = os.path.join(out_root, BATCH_JSON)
+    if os.path.lexists(summary_path) and not (args.overwrite and _is_batch_summary(summary_path)):
+        raise InputError(f"{summary_path} already exists", "pass --overwrite to replace a previous batch's summary "
+                         "(only an ss4d batch.json is replaced), or choose another -o")
+    items = batch_items(args.video)
+    log(f"batch of {_plural(len(items), 'input')} from {args.video} -> {out_root}/<name>")
+    summary = run_batch(items, out_root, lambda item, out: _generate_one(args, item, out, loader, log), log)
+    os.makedirs(out_root, exist_ok=True)
+    with atomic_file(summary_path, "w") as f:
+        json.dump({"producer": PROG, **summary.to_json()}, f, indent=2)
+    log(f"batch: {summary.done} done, {summary.failed} failed of {len(items)} in {summary.seconds:.1f} s "
+        f"({summary.items_per_hour:.1f} items/hour); {summary_path}")
+    if summary.failed:
+        print(f"{PROG}: error: {summary.failed} of {len(items)} batch items failed (see {BATCH_JSON})", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def _generate_one(args, video: str, out_path: str, loader: _PipelineLoader, log: _Log) -> int:
+    """One input -> one output folder (the whole single-input run)."""
     import torch
     from PIL import Image
 
     from . import export
     from .io import FrameSelection, OutputFolder, check_output_dir, read_frames
     from .matting import matte_frames
-    from .pipeline import Pipeline
     from .preprocess import preprocess_frames
     from .render import RenderSettings, render_all
 
     t_start = time.perf_counter()
     timings = {}
-    _check_flags(args)
     # bars redraw with carriage returns: only on a terminal, never into a log file
     progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
-    out_path = args.output or os.path.join("outputs", Path(os.path.normpath(args.video)).stem or "result")
-    protected = [("the input", args.video), ("the model folder", _model_path(args, must_exist=False)),
+    protected = [("the input", video), ("the model folder", _model_path(args, must_exist=False)),
                  ("--mask-dir", args.mask_dir), ("--dinov2", args.dinov2)]
     check_output_dir(out_path, args.overwrite, protected)
 
     t0 = time.perf_counter()
-    clip = read_frames(args.video, FrameSelection(start=args.start, stride=args.stride, fps=args.fps,
+    clip = read_frames(video, FrameSelection(start=args.start, stride=args.stride, fps=args.fps,
                                                   num_frames=args.frames))
     timings["read"] = time.perf_counter() - t0
     model_path = _model_path(args)
@@ -306,23 +424,15 @@ def _generate(args, log: _Log) -> int:
     timings["preprocess"] = time.perf_counter() - t0
     log(f"object cut out with '{matting}' matting; crop box {crop}")
 
-    t0 = time.perf_counter()
-    pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
-    timings["load"] = time.perf_counter() - t0
-    if pipe.random_weights and args.threads is None:
-        from .threads import TINY_MODEL_THREADS
-
-        torch.set_num_threads(TINY_MODEL_THREADS)
-    if pipe.random_weights:
-        log("WARNING: this model folder has RANDOM weights (a tiny test pipeline): the output is an abstract "
-            "shape, not a reconstruction of your video")
+    pipe = loader()
+    timings["load"] = loader.take_seconds()
     dtype_name = str(pipe.dtype).replace("torch.", "")
-    threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
-    log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
 
+    speed = speed_params(args)
     result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
-                      progress=progress)
+                      sparse_structure_sampler_params=speed, slat_sampler_params=speed, progress=progress,
+                      time_chunk=args.time_chunk, time_overlap=args.time_overlap)
     for k in ("condition", "sparse_structure", "slat", "decode"):
         timings[k] = result.timings[k]
     log(f"generated {result.num_frames} frames: {sum(result.voxels_per_frame)} voxels, "
@@ -359,12 +469,13 @@ def _generate(args, log: _Log) -> int:
             timings["exports"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         export.write_result_json(tmp / "result.json", {
-            "input": {"path": os.path.abspath(args.video), "kind": clip.kind, "size": list(clip.size),
+            "input": {"path": os.path.abspath(video), "kind": clip.kind, "size": list(clip.size),
                       "source_fps": clip.source_fps, "fps": clip.fps, "source_frames": clip.indices,
                       "frame_names": clip.names, "matting": matting, "crop_box": list(crop), "notes": clip.notes},
             "selection": {"start": args.start, "stride": args.stride, "fps": args.fps, "frames": args.frames},
             "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
                       "device": args.device, "dtype": dtype_name, "cpu_threads": torch.get_num_threads(),
+                      "low_vram": args.low_vram,
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
             "sampler": result.params,

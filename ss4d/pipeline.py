@@ -41,7 +41,10 @@ from trellis_ext.sparse import SparseTensor
 from .conditioning.dinov2 import DINOV2_NAME
 from .conditioning.resolve import ENCODER_DIR, ENCODER_FILE, load_condition_encoder
 from .errors import GenerationError, InputError, ModelFolderError
-from .models.ss_vae_4d import decode_frames, occupied_coords
+from .frames import unfold_sparse_coords
+from .models.ss_vae_4d import DEFAULT_CHUNK_FRAMES, decode_frames, occupied_coords
+from .offload import LOW_VRAM_DECODE_CHUNK, LOW_VRAM_SAMPLER_PARAMS, StageOffload
+from .time_chunks import TimeChunkedFlow, chunk_ranges, decode_in_chunks
 
 __all__ = ["Pipeline", "PipelineResult", "PIPELINE_NAME", "REQUIRED_MODELS", "DTYPES", "resolve_dtype",
            "WEIGHTS_HINT", "STAGES", "missing_model_error"]
@@ -208,6 +211,7 @@ class Pipeline:
         self.model_names = model_names or {k: type(m).__name__ for k, m in models.items()}
         self.source = source
         self._dtype = torch.float32
+        self.offload: Optional[StageOffload] = None
         self._check_compatible()
 
     # ------------------------------------------------------------------ loading / saving
@@ -347,7 +351,37 @@ class Pipeline:
     # ------------------------------------------------------------------ device / dtype
     @property
     def device(self) -> torch.device:
+        """Where the stages compute (in low-VRAM mode the models wait on the CPU in between)."""
+        if self.offload is not None:
+            return self.offload.device
         return next(self.models["sparse_structure_flow_model"].parameters()).device
+
+    @property
+    def low_vram(self) -> bool:
+        return self.offload is not None
+
+    def enable_low_vram(self, device: Union[str, torch.device, None] = None) -> "Pipeline":
+        """Keep the models on the CPU and move each to ``device`` (default: the current device) only
+        while its stage runs; sequential CFG; the structure decoder one frame at a time
+        (:mod:`ss4d.offload`). Same output as the default mode."""
+        device = parse_device(device) if device is not None else self.device
+        self.offload = StageOffload(device)
+        self.offload.park(*self.models.values(), self.image_cond_model)
+        return self
+
+    def disable_low_vram(self) -> "Pipeline":
+        """Back to every model resident on the compute device."""
+        device, self.offload = self.device, None
+        return self.to(device)
+
+    def _on_device(self, *modules: nn.Module):
+        """The stage's ``modules`` on the compute device (a no-op unless in low-VRAM mode)."""
+        from contextlib import nullcontext
+
+        return self.offload.stage(*modules) if self.offload is not None else nullcontext()
+
+    def _sampler_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        return {**params, **LOW_VRAM_SAMPLER_PARAMS} if self.offload is not None else params
 
     @property
     def dtype(self) -> torch.dtype:
@@ -358,9 +392,12 @@ class Pipeline:
            dtype: Union[str, torch.dtype, None] = None) -> "Pipeline":
         """Move every model (and the encoder) to ``device``; cast the torsos to ``dtype``."""
         device = parse_device(device) if device is not None else self.device
-        for model in self.models.values():
-            model.to(device)
-        self.image_cond_model.to(device)
+        if self.offload is not None:
+            self.offload.device = device   # the models stay parked on the CPU
+        else:
+            for model in self.models.values():
+                model.to(device)
+            self.image_cond_model.to(device)
         if dtype is not None:
             dtype = resolve_dtype(dtype, device)
             for model in self.models.values():
@@ -389,7 +426,8 @@ class Pipeline:
         """Preprocessed RGB frames (PIL / uint8 arrays) -> conditioning tokens [T, L, C] (fp32)."""
         x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
                                           .astype(np.float32) / 255).permute(2, 0, 1) for im in images])
-        return self.image_cond_model.encode(x.to(self.device)).float()
+        with self._on_device(self.image_cond_model):
+            return self.image_cond_model.encode(x.to(self.device)).float()
 
     def _stage_params(self, defaults: Dict[str, Any], steps: Optional[int], cfg: Optional[float],
                       extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -410,27 +448,53 @@ class Pipeline:
                                 progress: bool = False, keep_trajectory: bool = False, **params):
         """noise [T, C, r, r, r] -> (coords [N, 4] (t, x, y, z) int32, sampler output, logits [T, 1, R, R, R])."""
         num_frames = noise.shape[0]
-        out = self.ss_sampler.sample(self.models["sparse_structure_flow_model"], noise, cond, neg_cond=neg_cond,
-                                     num_frames=num_frames, verbose=progress, desc="Sparse structure",
-                                     keep_trajectory=keep_trajectory, **params)
-        logits = decode_frames(self.models["sparse_structure_decoder"], out.samples[None])[0]
+        flow, decoder = self.models["sparse_structure_flow_model"], self.models["sparse_structure_decoder"]
+        with self._on_device(flow):
+            out = self.ss_sampler.sample(flow, noise, cond, neg_cond=neg_cond, num_frames=num_frames, verbose=progress,
+                                         desc="Sparse structure", keep_trajectory=keep_trajectory,
+                                         **self._sampler_params(params))
+        chunk = LOW_VRAM_DECODE_CHUNK if self.low_vram else DEFAULT_CHUNK_FRAMES
+        with self._on_device(decoder):
+            logits = decode_frames(decoder, out.samples[None], chunk_size=chunk)[0]
         return occupied_coords(logits), out, logits
 
     @torch.no_grad()
     def sample_slat(self, cond: torch.Tensor, neg_cond: torch.Tensor, noise: SparseTensor, num_frames: int,
                     progress: bool = False, keep_trajectory: bool = False, **params):
-        """noise on the voxels -> (de-normalised SparseTensor, sampler output)."""
-        out = self.slat_sampler.sample(self.models["slat_flow_model"], noise, cond, neg_cond=neg_cond,
-                                       num_frames=num_frames, verbose=progress, desc="Structured latent",
-                                       keep_trajectory=keep_trajectory, **params)
+        """noise on the voxels -> (de-normalised SparseTensor, sampler output).
+
+        ``params`` may hold ``time_chunk`` (and ``time_overlap``, default 0): evaluate the flow on
+        overlapping chunks of that many frames, blended (:mod:`ss4d.time_chunks`; long clips)."""
+        flow = self.models["slat_flow_model"]
+        params = dict(params)
+        chunk, overlap = params.pop("time_chunk", None), params.pop("time_overlap", 0)
+        model = TimeChunkedFlow(flow, int(chunk), int(overlap)) if chunk else flow
+        with self._on_device(flow):
+            out = self.slat_sampler.sample(model, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
+                                           verbose=progress, desc="Structured latent",
+                                           keep_trajectory=keep_trajectory, **self._sampler_params(params))
         feats = out.samples.feats.float()
         std = self.slat_std.to(feats.device)
         mean = self.slat_mean.to(feats.device)
         return out.samples.replace(feats * std[None] + mean[None]), out
 
     @torch.no_grad()
-    def decode_slat(self, slat: SparseTensor, num_frames: int) -> List[Any]:
-        gaussians = self.models["slat_decoder_gs"](slat, num_frames=num_frames)
+    def decode_slat(self, slat: SparseTensor, num_frames: int, time_chunk: Optional[int] = None,
+                    time_overlap: int = 0, frames: Optional[Sequence[int]] = None) -> List[Any]:
+        """The 4D Gaussian decoder -> one float32 ``Gaussian`` per frame (per listed frame with
+        ``frames``). ``time_chunk``: decode overlapping chunks of that many frames, blended
+        (:func:`ss4d.time_chunks.decode_in_chunks`); with ``frames`` only the chunks holding those
+        frames are decoded (less work). Without chunks the whole clip is decoded (the decoder's 4D
+        windows make every frame depend on its neighbours) and the listed frames returned."""
+        decoder = self.models["slat_decoder_gs"]
+        with self._on_device(decoder):
+            if time_chunk:
+                gaussians = decode_in_chunks(decoder, slat, num_frames, int(time_chunk), int(time_overlap),
+                                             GAUSSIAN_FIELDS, frames=frames)
+            else:
+                gaussians = decoder(slat, num_frames=num_frames)
+                if frames is not None:
+                    gaussians = [gaussians[int(f)] for f in frames]
         for g in gaussians:  # fp16/bf16 torsos: keep the Gaussians in float32
             for name in GAUSSIAN_FIELDS:
                 v = getattr(g, name, None)
@@ -445,7 +509,8 @@ class Pipeline:
             slat_cfg: Optional[float] = None, sparse_structure_sampler_params: Optional[Dict[str, Any]] = None,
             slat_sampler_params: Optional[Dict[str, Any]] = None, preprocess_image: bool = True,
             matting: str = "auto", mask_dir=None, progress: bool = True, keep_trajectory: bool = False,
-            ss_noise: Optional[torch.Tensor] = None, slat_noise: Optional[torch.Tensor] = None) -> PipelineResult:
+            ss_noise: Optional[torch.Tensor] = None, slat_noise: Optional[torch.Tensor] = None,
+            time_chunk: Optional[int] = None, time_overlap: int = 0) -> PipelineResult:
         """Generate one Gaussian set per frame.
 
         Args:
@@ -460,6 +525,9 @@ class Pipeline:
             progress: tqdm bars per sampling stage.
             keep_trajectory: keep every step's tensors and the decoder logits (memory heavy).
             ss_noise / slat_noise: noise to use instead of drawing it ([T, C, r, r, r] / [N, C]).
+            time_chunk / time_overlap: run the SLat flow and the 4D decoder on overlapping chunks of
+                ``time_chunk`` frames (even; overlap even, < chunk), blended (:mod:`ss4d.time_chunks`):
+                memory for long clips; the same result when the clip is no longer than a chunk.
         """
         t_start = time.perf_counter()
         device = self.device
@@ -474,6 +542,10 @@ class Pipeline:
                                   sparse_structure_sampler_params)   # checked before any work
         slat_p = self._stage_params(self.slat_params, slat_steps if slat_steps is not None else num_steps, slat_cfg,
                                     slat_sampler_params)
+        ss_p, slat_p = self._sampler_params(ss_p), self._sampler_params(slat_p)   # as run (low-VRAM settings)
+        if time_chunk:
+            chunk_ranges(len(frames), int(time_chunk), int(time_overlap))   # checked before any work
+            slat_p.update(time_chunk=int(time_chunk), time_overlap=int(time_overlap))
 
         t0 = time.perf_counter()
         crop = None
@@ -526,7 +598,7 @@ class Pipeline:
         timings["slat"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        gaussians = self.decode_slat(slat, num_frames)
+        gaussians = self.decode_slat(slat, num_frames, time_chunk=time_chunk, time_overlap=time_overlap)
         for t, g in enumerate(gaussians):
             for name in GAUSSIAN_FIELDS:
                 if getattr(g, name, None) is not None:
@@ -536,7 +608,7 @@ class Pipeline:
         timings["total"] = time.perf_counter() - t_start
 
         coords_cpu = coords.cpu()
-        per_frame = [coords_cpu[coords_cpu[:, 0] == t, 1:].contiguous() for t in range(num_frames)]
+        per_frame = unfold_sparse_coords(coords_cpu, num_frames)
         extras: Dict[str, Any] = {"crop_box": crop}
         if keep_trajectory:
             extras["ss_decoder_logits"] = logits

@@ -22,7 +22,7 @@ from typing import Any, Dict
 import torch
 
 import ss4d.models  # noqa: F401  (registers the 4D classes)
-from trellis_ext.atomic import atomic_directory
+from trellis_ext.atomic import atomic_directory, merged_directory
 from trellis_ext.models.checkpoint import build_model, save_pretrained
 from trellis_ext.pipelines.base import PIPELINE_JSON
 from trellis_ext.pipelines.tiny import GS_REPRESENTATION, TINY_3D_CONFIGS, calibrate_occupancy, randomize_weights
@@ -102,10 +102,18 @@ def _calibrate(models: Dict[str, torch.nn.Module], encoder: PatchEmbedEncoder, s
 
 
 def write_tiny_video_to_4d(path: str, seed: int = 0, overwrite: bool = False) -> str:
-    """Write the tiny random SS4D folder at ``path`` (atomically; kept if it exists unless ``overwrite``)."""
+    """Write the tiny random SS4D folder at ``path``; kept as is if it already holds a
+    ``pipeline.json``, unless ``overwrite``.
+
+    A new or empty ``path`` is written atomically. Into an existing non-empty folder the model
+    files are moved one by one (``merged_directory``): files already there that are not written
+    here stay, so a user's files in that folder are never removed.
+    """
     if os.path.isfile(os.path.join(path, PIPELINE_JSON)) and not overwrite:
         return path
-    with atomic_directory(path, prefix=".tiny4d-") as tmp:
+    existing = os.path.isdir(path) and bool(os.listdir(path))
+    writer = merged_directory if existing else atomic_directory
+    with writer(path, prefix=".tiny4d-") as tmp:
         models = {}
         for i, (key, cfg) in enumerate(TINY_4D_CONFIGS.items()):
             models[key] = randomize_weights(build_model(cfg, source="tiny 4D config"), seed + i).eval()

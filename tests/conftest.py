@@ -36,9 +36,9 @@ def _seed():
 
 
 @pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models on shared cores: one thread avoids OpenMP oversubscription (10-40x faster here).
-    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+def one_thread():
+    """Tiny models on shared cores: one torch thread for the module (avoids OpenMP oversubscription).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -17,7 +17,7 @@ from ss4d.tiny import write_tiny_video_to_4d  # noqa: E402
 CLIP = REPO / "assets" / "dancing_robot_fg.mp4"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_input_path_video_frames_and_errors(tmp_path):

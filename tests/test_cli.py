@@ -125,6 +125,7 @@ def inputs(tmp_path_factory, tiny_model):
     data = real.read_bytes() if real.is_file() else b"\x00" * 4000
     (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
     (d / "notes.txt").write_text("hello")
+    (d / "comments_only.txt").write_text("# nothing here\n\n")
     Image.fromarray(disc_rgba(1)[0]).save(d / "still.png")
     (d / "a_file").write_text("x")
     occupied = d / "occupied"
@@ -231,6 +232,23 @@ if not torch.cuda.is_available():
                        "no CUDA device is available"))
 
 
+BAD_INPUTS += [
+    ("odd_time_chunk", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--time-chunk", "3"], "even chunk"),
+    ("time_overlap_too_large", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--time-chunk", "2",
+                                                "--time-overlap", "2"], r"overlap in \[0, chunk\)"),
+    ("batch_missing", lambda d, m, o: ["--batch", d / "nope_dir", "--model", m, "-o", o], "batch input not found"),
+    ("batch_empty_folder", lambda d, m, o: ["--batch", d / "emptydir", "--model", m, "-o", o],
+     "holds no videos, GIFs or frame folders"),
+    ("batch_empty_list", lambda d, m, o: ["--batch", d / "comments_only.txt", "--model", m, "-o", o],
+     "holds no input paths"),
+    ("batch_not_a_list", lambda d, m, o: ["--batch", d / "a_file", "--model", m, "-o", o],
+     "needs a folder or a list file"),
+    ("batch_output_inside_input", lambda d, m, o: ["--batch", d / "emptydir", "--model", m, "-o", d / "emptydir" / "o"],
+     "is inside the batch folder"),
+]
+
+
+
 @pytest.mark.parametrize("case,build,pattern", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input(case, build, pattern, inputs, tiny_model, tmp_path, capsys):
     if case == "trellis_3d_model" and not (TRELLIS_FIXTURES / "tiny_pipeline").is_dir():
@@ -248,8 +266,88 @@ def test_bad_input(case, build, pattern, inputs, tiny_model, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp folder may be left behind"
 
 
+def test_batch_isolates_failures_and_loads_the_model_once(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    """A folder batch with one broken video: the two good inputs are written, the bad one is
+    reported, exit 1 says that something failed, batch.json counts; one model load."""
+    from ss4d import Pipeline
+
+    batch = tmp_path / "clips"
+    batch.mkdir()
+    for name, n in (("a", 2), ("c", 4)):
+        write_frames(batch / name, disc_rgba(n))
+    (batch / "b.mp4").write_bytes((inputs / "garbage.mp4").read_bytes())
+    (batch / "ignored.txt").write_text("not an input")
+    loads = []
+    real = Pipeline.from_pretrained.__func__
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(1) or real(cls, *a, **k)))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["--batch", batch, "--model", tiny_model, "-o", out, "--render", "none"] + FAST, capsys)
+    assert code == EXIT_INTERNAL
+    assert err.strip().splitlines() == [f"ss4d-generate: error: 1 of 3 batch items failed (see batch.json)"]
+    assert len(loads) == 1
+    summary = json.loads((out / "batch.json").read_text())
+    assert (summary["done"], summary["failed"]) == (2, 1) and summary["items_per_hour"] > 0
+    assert [Path(r["input"]).name for r in summary["items"]] == ["a", "b.mp4", "c"]
+    assert [r["status"] for r in summary["items"]] == ["ok", "failed", "ok"]
+    assert "cannot decode" in summary["items"][1]["error"]
+    for name in ("a", "c"):
+        assert json.loads((out / name / "result.json").read_text())["num_frames"] == 2
+    assert not (out / "b").exists()
+    assert "items/hour" in stdout
+    # a second batch into the same folder: refused without --overwrite (batch.json is there) ...
+    code, _, err = run_cli(["--batch", batch, "--model", tiny_model, "-o", out, "--render", "none"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT and "batch.json already exists" in err
+    # ... and a batch.json that ss4d did not write is never replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "batch.json").write_text('{"my": "data"}')
+    code, _, err = run_cli(["--batch", batch, "--model", tiny_model, "-o", mine, "--overwrite"] + FAST, capsys)
+    assert code == EXIT_BAD_INPUT and (mine / "batch.json").read_text() == '{"my": "data"}'
+
+
+def test_batch_list_file(inputs, tiny_model, tmp_path, capsys):
+    """A list file: comments and blank lines skipped, relative paths from the list's folder, a
+    missing path is one failed item; repeated stems get distinct folders."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    write_frames(tmp_path / "x" / "clip", disc_rgba(2))
+    write_frames(tmp_path / "y" / "clip", disc_rgba(2))
+    lst = tmp_path / "list.txt"
+    lst.write_text("# my clips\nx/clip\n\ny/clip\nnot_there.mp4\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["--batch", lst, "--model", tiny_model, "-o", out, "--render", "none"] + FAST, capsys)
+    assert code == EXIT_INTERNAL and "1 of 3" in err
+    summary = json.loads((out / "batch.json").read_text())
+    assert [r["status"] for r in summary["items"]] == ["ok", "ok", "failed"]
+    assert "input not found" in summary["items"][2]["error"]
+    assert (out / "clip" / "result.json").is_file() and (out / "clip_2" / "result.json").is_file()
+
+
+def test_speed_flags_give_the_default_result(inputs, tiny_model, tmp_path, capsys):
+    """--low-vram --cfg-batched --kv-cache: the same Gaussians as the default run (float tolerance)."""
+    from trellis_ext.representations import load_ply
+
+    outs = []
+    for extra in ([], ["--low-vram", "--cfg-batched", "--kv-cache"], ["--cfg-batched", "--kv-cache"]):
+        out = tmp_path / f"out{len(outs)}"
+        code, _, err = run_cli([inputs / "good", "--model", tiny_model, "-o", out, "--render", "none"] + FAST + extra,
+                               capsys)
+        assert code == EXIT_OK, err
+        outs.append(out)
+    recorded = json.loads((outs[1] / "result.json").read_text())
+    assert recorded["model"]["low_vram"] and recorded["sampler"]["slat"]["kv_cache"]
+    assert recorded["sampler"]["slat"]["cfg_mode"] == "sequential"   # what low-VRAM mode ran
+    assert json.loads((outs[2] / "result.json").read_text())["sampler"]["slat"]["cfg_mode"] == "batched"
+    for t in range(2):
+        ref = load_ply(outs[0] / "gaussians" / f"frame_{t:03d}.ply")
+        for o in outs[1:]:
+            g = load_ply(o / "gaussians" / f"frame_{t:03d}.ply")
+            torch.testing.assert_close(g.get_xyz, ref.get_xyz, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(g.get_features, ref.get_features, atol=1e-5, rtol=1e-5)
+
+
 def test_bad_input_table_is_large_enough():
-    assert len(BAD_INPUTS) >= 49
+    assert len(BAD_INPUTS) >= 56
 
 
 def test_debug_shows_traceback(inputs, tiny_model, tmp_path, capsys):

@@ -30,7 +30,7 @@ RADIUS_RTOL, VOLUME_RTOL = 0.02, 0.05
 GLTF_VALIDATOR = REPO / ".node" / "node_modules" / "gltf-validator"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sphere_surfels(radius=RADIUS, n=12000, center=(0.0, 0.0, 0.0), rgb=(0.5, 0.5, 0.5), opacity=0.95) -> Gaussian:

@@ -130,6 +130,25 @@ def test_tiny_writer_dinov2_encoder_and_bf16(tiny_model, tmp_path):
     assert res3.gaussians[0]._xyz.dtype == torch.float32 and torch.isfinite(res3.gaussians[0].get_xyz).all()
 
 
+def test_tiny_writer_never_removes_files_it_did_not_create(tmp_path):
+    """scripts/demo.py writes the tiny folder into checkpoints/tiny_ss4d when its pipeline.json is
+    missing: a user's files there (and with overwrite=True, beside an old tiny folder) must stay."""
+    folder = tmp_path / "tiny_ss4d"
+    folder.mkdir()
+    (folder / "my_notes.txt").write_text("mine")
+    (folder / "ckpts").mkdir()
+    (folder / "ckpts" / "my_model.pt").write_bytes(b"weights")
+    write_tiny_video_to_4d(str(folder))
+    assert (folder / "my_notes.txt").read_text() == "mine"
+    assert (folder / "ckpts" / "my_model.pt").read_bytes() == b"weights"
+    first = (folder / "pipeline.json").read_text()
+    write_tiny_video_to_4d(str(folder), seed=1, overwrite=True)
+    assert (folder / "my_notes.txt").read_text() == "mine"
+    assert (folder / "ckpts" / "my_model.pt").read_bytes() == b"weights"
+    assert (folder / "pipeline.json").read_text() != first   # the model files were rewritten
+    assert Pipeline.from_pretrained(str(folder)).random_weights
+
+
 def test_odd_and_too_few_frames(reference):
     folder, _ = reference
     pipe = Pipeline.from_pretrained(folder)

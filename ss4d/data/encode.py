@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..frames import fold_sparse_frames
 from .voxelize import dense_grid
 
 
@@ -109,11 +110,8 @@ def encode_slat_latents(encoder: torch.nn.Module, frames: list[tuple[np.ndarray,
     from trellis_ext.sparse import SparseTensor
 
     dev = next(encoder.parameters()).device
-    coords = torch.cat([torch.cat([torch.full((len(idx), 1), t, dtype=torch.int32),
-                                   torch.as_tensor(idx, dtype=torch.int32)], 1)
-                        for t, (idx, _) in enumerate(frames)]).to(dev)
-    feats = torch.cat([torch.as_tensor(f, dtype=torch.float32) for _, f in frames]).to(dev)
-    x = SparseTensor(feats, coords)
+    coords, feats = fold_sparse_frames([[idx for idx, _ in frames]], [[f for _, f in frames]])
+    x = SparseTensor(feats.to(dev), coords.to(dev))
     kwargs = {"num_frames": len(frames)} if "num_frames" in inspect.signature(encoder.forward).parameters else {}
     z = _call(encoder, x, **kwargs)
     zf = (z.feats if hasattr(z, "feats") else z).float().cpu().numpy()

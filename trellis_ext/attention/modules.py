@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from ..sparse.tensor import SparseTensor
 from .functional import dense_attention, partitioned_attention, varlen_attention
+from .kv_cache import cached_kv
 from .windowed import sparse_window_partition
 
 __all__ = ["MultiHeadRMSNorm", "MultiHeadAttention", "SparseMultiHeadAttention", "ATTN_TYPES"]
@@ -147,7 +148,11 @@ class _HeadAttentionBase(nn.Module):
         return self.to_q(feats).unflatten(-1, (self.num_heads, self.head_dim))
 
     def project_kv(self, ctx_feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """[..., Cc] -> k, v each [..., H, D] (cross-attention)."""
+        """[..., Cc] -> k, v each [..., H, D] (cross-attention; reused across sampler steps inside
+        :func:`~trellis_ext.attention.kv_cache.cross_attention_kv_cache`)."""
+        return cached_kv(self, ctx_feats, self._compute_kv)
+
+    def _compute_kv(self, ctx_feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         kv = self.to_kv(ctx_feats).unflatten(-1, (KV_SPLITS, self.num_heads, self.head_dim))
         return kv.unbind(-3)
 

@@ -1,25 +1,41 @@
-"""Flow-matching Euler samplers (TRELLIS's definitions).
+r"""Flow-matching Euler samplers (TRELLIS's definitions).
 
-Convention: x_t = (1 - t)·x_0 + (σ_min + (1 - σ_min)·t)·ε, t ∈ [0, 1] with t = 1 pure noise; the
-model predicts v and is called with ``1000·t``. The time grid is linspace(1, 0, steps + 1) warped
-by t' = s·t / (1 + (s - 1)·t) (s = ``rescale_t``; s > 1 spends more steps near noise). One Euler
-step: x_{t_prev} = x_t - (t - t_prev)·v.
+Convention (the forward process is :mod:`.flow_process`): x_t = (1 - t)·x_0 + (σ_min + (1 - σ_min)·t)·ε,
+t ∈ [0, 1] with t = 1 pure noise; the model predicts v and is called with ``1000·t``. The time grid is
+linspace(1, 0, steps + 1) warped by t' = s·t / (1 + (s - 1)·t) (s = ``rescale_t``; s > 1 spends more
+steps near noise). One Euler step: x_{t_prev} = x_t - (t - t_prev)·v.
 
 Classifier-free guidance: v = (1 + w)·v(cond) - w·v(neg_cond). With a guidance interval
-[lo, hi], guidance applies only when lo <= t <= hi (the conditional prediction otherwise).
+[lo, hi], guidance applies only when lo <= t <= hi; outside it the model is called once, with the
+condition only (the unconditional pass is skipped).
+
+Speed options (sampler parameters, off by default = the faithful path):
+
+* ``cfg_mode``: ``"sequential"`` (default: two model calls per guided step) or ``"batched"`` (one
+  call on the conditional and unconditional inputs stacked along the batch; dense tensors are
+  concatenated, ``SparseTensor``\ s joined with :func:`~trellis_ext.sparse.sparse_cat`). Same
+  result within float tolerance; more memory per call, fewer and larger kernels.
+* ``kv_cache``: keep the cross-attention keys/values of the condition across steps
+  (:func:`~trellis_ext.attention.kv_cache.cross_attention_kv_cache`); exact.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
-           "time_grid", "SAMPLERS"]
+from ...attention.kv_cache import cross_attention_kv_cache
+from ...sparse import SparseTensor, sparse_cat
+from .flow_process import SIGMA_MIN, TIMESTEP_SCALE, x0_from_velocity
 
-TIMESTEP_SCALE = 1000.0  # the models take t in [0, 1000]
+__all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
+           "time_grid", "SAMPLERS", "CFG_MODES"]
+
+#: How the two passes of a guided step are evaluated.
+CFG_MODES = ("sequential", "batched")
 
 
 @dataclass
@@ -50,24 +66,43 @@ def _device(x) -> torch.device:
     return x.device if hasattr(x, "device") else torch.device("cpu")
 
 
+def _expand_batch(cond, batch: int):
+    if isinstance(cond, torch.Tensor) and cond.shape[0] == 1 and batch > 1:
+        return cond.expand(batch, *cond.shape[1:])
+    return cond
+
+
+def _stack_pair(x):
+    """x twice along the batch: [2B, ...] (a SparseTensor: batch indices of the copy offset by B)."""
+    if isinstance(x, SparseTensor):
+        return sparse_cat([x, x])
+    return torch.cat([x, x], 0)
+
+
+def _split_pair(out, like):
+    """Inverse of :func:`_stack_pair` on a model output: (first half, second half), shaped like ``like``."""
+    if isinstance(out, SparseTensor):
+        n = like.feats.shape[0]
+        return like.replace(out.feats[:n]), like.replace(out.feats[n:])
+    b = like.shape[0]
+    return out[:b], out[b:]
+
+
 class FlowEulerSampler:
     """Plain Euler integration of the learned velocity field (no guidance)."""
 
-    def __init__(self, sigma_min: float = 1e-5):
+    def __init__(self, sigma_min: float = SIGMA_MIN):
         self.sigma_min = sigma_min
 
     # ---- conversions -----------------------------------------------------------------
     def v_to_x0(self, x_t, t: float, v):
         """x_0 = (1 - σ)·x_t - (σ + (1 - σ)·t)·v."""
-        s = self.sigma_min
-        return (1 - s) * x_t - (s + (1 - s) * t) * v
+        return x0_from_velocity(x_t, t, v, self.sigma_min)
 
     # ---- model call ------------------------------------------------------------------
     def _call(self, model: Callable, x_t, t: float, cond, **kwargs):
         tt = torch.full((_batch_size(x_t),), TIMESTEP_SCALE * t, dtype=torch.float32, device=_device(x_t))
-        if isinstance(cond, torch.Tensor) and cond.shape[0] == 1 and _batch_size(x_t) > 1:
-            cond = cond.expand(_batch_size(x_t), *cond.shape[1:])
-        return model(x_t, tt, cond, **kwargs)
+        return model(x_t, tt, _expand_batch(cond, _batch_size(x_t)), **kwargs)
 
     def predict_velocity(self, model, x_t, t: float, cond, **kwargs):
         return self._call(model, x_t, t, cond, **kwargs)
@@ -76,14 +111,22 @@ class FlowEulerSampler:
     @torch.no_grad()
     def sample(self, model: Callable, noise, cond=None, steps: int = 50, rescale_t: float = 1.0,
                verbose: bool = False, callback: Optional[Callable[[int, Any], None]] = None,
-               desc: str = "Sampling", keep_trajectory: bool = True, **kwargs) -> SamplerOutput:
+               desc: str = "Sampling", keep_trajectory: bool = True, kv_cache: bool = False,
+               **kwargs) -> SamplerOutput:
         """Integrate from ``noise`` (t = 1) to t = 0.
 
-        Extra ``kwargs`` (neg_cond, cfg_strength, cfg_interval, model kwargs like num_frames) go to
-        ``predict_velocity``. ``verbose`` shows a tqdm bar labelled ``desc``; ``callback(i, x)`` runs
-        after each step. ``keep_trajectory=False`` leaves ``pred_x_t`` / ``pred_x_0`` empty (saves
-        memory on long runs).
+        Extra ``kwargs`` (neg_cond, cfg_strength, cfg_interval, cfg_mode, model kwargs like
+        num_frames) go to ``predict_velocity``. ``verbose`` shows a tqdm bar labelled ``desc``;
+        ``callback(i, x)`` runs after each step. ``keep_trajectory=False`` leaves ``pred_x_t`` /
+        ``pred_x_0`` empty (saves memory on long runs). ``kv_cache=True`` reuses the cross-attention
+        keys/values of the condition across steps (exact; see the module docstring).
         """
+        with cross_attention_kv_cache() if kv_cache else contextlib.nullcontext():
+            return self._sample(model, noise, cond, steps, rescale_t, verbose, callback, desc, keep_trajectory,
+                                **kwargs)
+
+    def _sample(self, model, noise, cond, steps, rescale_t, verbose, callback, desc, keep_trajectory,
+                **kwargs) -> SamplerOutput:
         from tqdm.auto import tqdm
 
         x = noise
@@ -105,11 +148,18 @@ class FlowEulerCfgSampler(FlowEulerSampler):
     """Euler sampler with classifier-free guidance at every step."""
 
     def predict_velocity(self, model, x_t, t: float, cond, neg_cond=None, cfg_strength: float = 3.0,
-                         **kwargs):
+                         cfg_mode: str = "sequential", **kwargs):
+        if cfg_mode not in CFG_MODES:
+            raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
         if neg_cond is None or cfg_strength == 0:
             return self._call(model, x_t, t, cond, **kwargs)
-        pos = self._call(model, x_t, t, cond, **kwargs)
-        neg = self._call(model, x_t, t, neg_cond, **kwargs)
+        if cfg_mode == "batched":
+            b = _batch_size(x_t)
+            both = torch.cat([_expand_batch(cond, b), _expand_batch(neg_cond, b)], 0)
+            pos, neg = _split_pair(self._call(model, _stack_pair(x_t), t, both, **kwargs), x_t)
+        else:
+            pos = self._call(model, x_t, t, cond, **kwargs)
+            neg = self._call(model, x_t, t, neg_cond, **kwargs)
         return (1 + cfg_strength) * pos - cfg_strength * neg
 
 
@@ -117,10 +167,10 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
     """CFG only while ``cfg_interval[0] <= t <= cfg_interval[1]``."""
 
     def predict_velocity(self, model, x_t, t: float, cond, neg_cond=None, cfg_strength: float = 3.0,
-                         cfg_interval: Sequence[float] = (0.0, 1.0), **kwargs):
+                         cfg_interval: Sequence[float] = (0.0, 1.0), cfg_mode: str = "sequential", **kwargs):
         lo, hi = cfg_interval
         if lo <= t <= hi:
-            return super().predict_velocity(model, x_t, t, cond, neg_cond, cfg_strength, **kwargs)
+            return super().predict_velocity(model, x_t, t, cond, neg_cond, cfg_strength, cfg_mode, **kwargs)
         return self._call(model, x_t, t, cond, **kwargs)
 
 

@@ -1,0 +1,135 @@
+"""ss4d.perf and scripts/bench_pipeline.py: FLOP counts against hand counts; the table and JSON."""
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import REPO
+from ss4d.perf import CallCounter, StageMeter, count_flops, format_table
+from trellis_ext.attention import MultiHeadAttention
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _Small(nn.Module):
+    """Linear(16 -> 32), 4-head SDPA self-attention, Linear(32 -> 8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        q = h.unflatten(-1, (4, 8)).transpose(1, 2)
+        h = F.scaled_dot_product_attention(q, q, q).transpose(1, 2).flatten(2)
+        return self.b(h)
+
+
+def test_count_flops_matches_a_hand_count():
+    B, L = 2, 5
+    hand = (2 * B * L * 16 * 32            # Linear a
+            + 2 * (2 * B * 4 * L * L * 8)  # QKᵀ and PV, 4 heads of 8
+            + 2 * B * L * 32 * 8)          # Linear b
+    _, flops, per_op = count_flops(_Small(), torch.randn(B, L, 16))
+    assert flops == hand == 21760
+    assert sum(per_op.values()) == flops
+
+
+def test_count_flops_sees_our_attention_layers():
+    """The counter is run with ATTN_BACKEND=sdpa, so attention of trellis_ext layers is counted."""
+    B, L, C, H = 2, 5, 16, 2
+    attn = MultiHeadAttention(C, H)
+    hand = 2 * B * L * C * 3 * C + 2 * (2 * B * H * L * L * (C // H)) + 2 * B * L * C * C
+    assert count_flops(attn, torch.randn(B, L, C))[1] == hand
+    # without the override the naive/other backends may be counted differently, never more
+    assert count_flops(attn, torch.randn(B, L, C), attention_backend="naive")[1] <= hand
+
+
+def test_call_counter_and_meter():
+    lin = nn.Linear(3, 3)
+    with CallCounter(lin) as c, StageMeter(torch.device("cpu")) as m:
+        for _ in range(3):
+            lin(torch.randn(1, 3))
+    lin(torch.randn(1, 3))
+    assert c.calls == 3
+    assert m.seconds > 0 and m.peak > 0 and m.reserved == m.peak
+
+
+def test_format_table():
+    text = format_table([{"a": 1.234, "b": "x"}, {"a": None, "b": "long"}], [("a", "A", ".1f"), ("b", "B", "s")])
+    assert text.splitlines() == ["  A     B", "---  ----", "1.2     x", "  -  long"]
+
+
+def test_bench_pipeline_cpu_table_and_json(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--frames", "2", "--cpu-steps", "1", "--no-thread-compare", "--memory-frames",
+                       "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["gpu_full"] is None and "SKIPPED" in printed
+    (row,) = data["cpu_tiny"]["rows"]
+    assert row["T"] == 2
+    # one step at t = 1, inside the tiny samplers' guidance interval [0.5, 1]: cond + neg per stage
+    assert row["model_calls"] == {"sparse_structure": 2, "slat": 2}
+    stage_flops = [row["stages"][k]["flops"] for k in bench.GENERATION_STAGES]
+    assert all(f > 0 for f in stage_flops)
+    assert math.isclose(row["pflop"], sum(stage_flops) / 1e15)
+    assert math.isclose(row["tflops"], sum(stage_flops) / row["seconds"] / 1e12)
+    assert math.isclose(row["fraction"], row["tflops"] / data["cpu_tiny"]["fp32_matmul_ceiling_tflops"])
+    table = printed[printed.index("# per generation"):].splitlines()
+    assert table[1].split()[:3] == ["run", "T", "gen"] and table[3].split()[:2] == ["cpu-tiny", "2"]
+
+
+def test_gpu_plan_covers_the_readme_table():
+    """The GPU rows (not runnable here): every T for bf16 default+fast, fp16 at the largest T, and
+    memory rows in default and low-VRAM mode at 32, 64 and 128 frames."""
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plan = bench.gpu_plan([8, 16, 32], ["bf16", "fp16"], [64, 128])
+    assert [(p[1], p[2], p[3], p[4]) for p in plan] == [
+        ("bf16", 32, "default", False), ("bf16", 32, "fast", False),           # the README's seconds
+        ("bf16", 32, "one_step", False), ("bf16", 32, "one_step", True),       # its memory figures
+        ("bf16", 64, "one_step", False), ("bf16", 64, "one_step", True),
+        ("bf16", 128, "one_step", False), ("bf16", 128, "one_step", True), ("bf16", 128, "one_step_chunked", True),
+        ("bf16", 8, "default", False), ("bf16", 8, "fast", False), ("bf16", 16, "default", False),
+        ("bf16", 16, "fast", False), ("fp16", 32, "default", False), ("fp16", 32, "fast", False)]
+    assert [p[5] for p in plan] == [p[3] in ("default", "fast") for p in plan]   # FLOPs counted on timed rows
+
+
+def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
+    """The GPU-row code path (dtype switches, low-VRAM toggling, FLOP counts, budget) run on the CPU
+    with the tiny pipeline, so a GPU session does not find its bugs."""
+    from ss4d import Pipeline
+    from ss4d.tiny import write_tiny_video_to_4d
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(str(tmp_path_factory.getbasetemp() / "tiny_ss4d")))
+    out = bench.bench_gpu_full([2], ["fp32", "bf16"], 1, [4], pipe=pipe, image_size=64, ceiling_size=64)
+    labels = [(r["label"], r["T"]) for r in out["rows"]]
+    assert labels == [("fp32 default", 2), ("fp32 fast", 2), ("fp32 mem", 2), ("fp32 mem low-vram", 2),
+                      ("fp32 mem", 4), ("fp32 mem low-vram", 4), ("fp32 mem low-vram chunked", 4),
+                      ("bf16 default", 2), ("bf16 fast", 2)]
+    assert all(r["peak_gib"] > 0 and not r.get("oom") for r in out["rows"])
+    timed = [r for r in out["rows"] if "mem" not in r["label"]]
+    assert all(r["pflop"] > 0 and r["fraction"] > 0 for r in timed)
+    # fast = batched CFG: one call per step; default = sequential: two per guided step (1 step at t=1)
+    assert [r["model_calls"]["slat"] for r in timed] == [2, 1, 2, 1]
+    assert out["sparse_conv_backend"] == "torch" and not pipe.low_vram
+    chunked = out["rows"][6]   # T=4 in chunks of 32: one chunk, no border
+    assert chunked["flicker_border"] is None and chunked["flicker_inside"] > 0
+    assert bench.bench_gpu_full([2], ["fp32"], 1, [], pipe=pipe, image_size=64, ceiling_size=64,
+                                budget_s=1e-9)["skipped"] == [{"label": "fp32 default", "T": 2},
+                                                              {"label": "fp32 fast", "T": 2},
+                                                              {"label": "fp32 mem", "T": 2},
+                                                              {"label": "fp32 mem low-vram", "T": 2}]
