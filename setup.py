@@ -36,6 +36,8 @@ setup(
     install_requires=["torch>=2.1"] + CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
-                                    "ss4d-build-dataset = ss4d.data.build:main"]},
+                                    "ss4d-build-dataset = ss4d.data.build:main",
+                                    "ss4d-train = ss4d.training.cli:main",
+                                    "ss4d-export-pipeline = ss4d.training.export:main"]},
     license="MIT",
 )

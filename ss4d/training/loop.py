@@ -250,7 +250,19 @@ def train(cfg: TrainConfig, data: str | Path, output: str | Path, max_steps: Opt
             log.close()
     acc.wait_for_everyone()
     acc.end_training()
-    return {"step": state.step, "checkpoint": str(last_saved) if last_saved else None, "output": str(output)}
+    return {"step": state.step, "checkpoint": str(last_saved) if last_saved else None, "output": str(output),
+            "rank": rank, "weights_sha256": weights_digest(unwrapped)}
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes (in name order): equal digests = bit-identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _resume_target(resume: str, ckpts: CheckpointFolders, output: Path) -> Optional[Path]:

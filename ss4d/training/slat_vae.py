@@ -70,7 +70,7 @@ class SLatVAEStage(Stage):
 
                 img = np.asarray(Image.fromarray(img, "RGBA").resize((res, res), Image.Resampling.BOX))
                 cam = cam.resized(res, res)
-            views.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0)
+            views.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0)
             cams.append(cam.to_camera())
         return {"coords": coords, "feats": feats, "views": torch.stack(views), "cameras": cams}
 

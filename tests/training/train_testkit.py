@@ -2,7 +2,7 @@
 
 ``tiny_dataset``: a small dataset built once per session with the data toolkit (three animated assets, the
 big morph cube flagged over the voxel budget so two clips are usable,
-6 frames, 3 views at 64², torch renderer, tiny random DINOv2 features, SS latents and SLat latents from
+6 frames, 3 views at 64², a 32³ voxel grid, torch renderer, tiny random DINOv2 features, SS latents and SLat latents from
 tiny random encoders), so every training test reads real builder output through ``FolderDataset``.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ from data_testkit import assets_dir, small_config  # noqa: E402
 
 CONFIGS = REPO / "configs" / "train"
 ASSETS = ("RiggedFigure.glb", "CesiumMan.glb", "AnimatedMorphCube.glb")
-MAX_VOXELS = 12000  # flags the big morph cube (23k voxels per frame): keeps the sparse stages small
+VOXEL_RES = 32      # the tiny configs' grid (SS latents 8³, SLat grid 32³): every stage fast on a CPU
+MAX_VOXELS = 3000   # flags the big morph cube (~6k voxels per frame at 32³): keeps the sparse stages small
 FRAMES, VIEWS, RES = 6, 3, 64
 SS_ENCODER, SLAT_ENCODER = "ss_enc_tiny", "slat_enc_4d"
 FEATURE_SET = "dinov2_tiny_random_visible"
@@ -53,7 +54,7 @@ def build_tiny_dataset(root: Path) -> Path:
         s = DatasetBuilder(small_config(out, frames=FRAMES, views=VIEWS, resolution=RES,
                                         ss_encoder=str(enc_dir / SS_ENCODER),
                                         slat_encoder=str(enc_dir / SLAT_ENCODER),
-                                        max_voxels=MAX_VOXELS)).run([str(assets)])
+                                        max_voxels=MAX_VOXELS, voxel_resolution=VOXEL_RES)).run([str(assets)])
     assert not s.failures, s.failures
     return out
 

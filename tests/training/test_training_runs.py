@@ -1,0 +1,113 @@
+"""End-to-end training tests on a tiny dataset built with the data toolkit (see train_testkit.py):
+each stage's loss falls on a fixed evaluation batch, the phase switch, masks on conditioning frames only,
+the export loads and generates."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from train_testkit import read_log, tiny_config, tiny_dataset  # noqa: F401  (fixture)
+
+from ss4d.training.config import TrainConfig
+from ss4d.training.loop import train
+
+OVERFIT = {  # stage: (steps, lr, batch, max ratio of final / initial eval loss)
+    "ss_flow": (40, 2e-3, 2, 0.5),
+    "slat_flow": (40, 5e-3, 1, 0.8),
+    "slat_vae": (30, 3e-3, 1, 0.7),
+    "ss_vae": (20, 3e-3, 1, 0.5),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):  # noqa: F811
+    """One short run per stage (2 frames, fixed eval batch every quarter), shared by the tests below."""
+    runs = {}
+    root = tmp_path_factory.mktemp("runs")
+    for stage, (steps, lr, batch, _) in OVERFIT.items():
+        raw = tiny_config(stage, phases=[{"frames": 2, "steps": steps, "batch_size": batch}], lr=lr,
+                          eval_every=steps // 2, checkpoint_every=steps)
+        runs[stage] = root / stage
+        train(TrainConfig(raw), tiny_dataset, runs[stage], progress=False)
+    runs["data"] = tiny_dataset
+    return runs
+
+
+@pytest.mark.parametrize("stage", list(OVERFIT))
+def test_loss_falls_on_fixed_eval_batch(trained, stage):
+    evals = [r for r in read_log(trained[stage]) if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, OVERFIT[stage][0] // 2, OVERFIT[stage][0]]
+    first, last = evals[0]["eval_loss"], evals[-1]["eval_loss"]
+    assert last < OVERFIT[stage][3] * first, (stage, first, last)
+    if stage == "slat_vae":
+        assert evals[-1]["eval_psnr"] > evals[0]["eval_psnr"] + 3.0      # +3 dB at least
+    per_step = [r for r in read_log(trained[stage]) if "loss" in r]
+    assert len(per_step) == OVERFIT[stage][0]
+    for r in per_step:
+        assert {"step", "frames", "loss", "lr", "grad_norm", "samples_per_s"} <= set(r)
+        assert np.isfinite(r["loss"]) and r["frames"] == 2
+
+
+def test_phase_switch_changes_frames_at_the_configured_step(tiny_dataset, tmp_path):  # noqa: F811
+    raw = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 2, "batch_size": 1},
+                                         {"frames": 4, "steps": 2, "batch_size": 2, "micro_batches": 2},
+                                         {"frames": 8, "steps": 1, "batch_size": 1}],
+                      checkpoint_every=100, eval_every=0)
+    raw["dataset"]["max_frame"] = 6
+    with pytest.raises(Exception, match="shorter than phase 2's 8 frames"):
+        train(TrainConfig(raw), tiny_dataset, tmp_path / "run", progress=False)
+    log = read_log(tmp_path / "run")
+    assert [(r["step"], r["frames"]) for r in log if "loss" in r] == [(1, 2), (2, 2), (3, 4), (4, 4)]
+    phases = [r for r in log if "skipped_short_clips" in r]
+    assert [(r["step"], r["frames"], r["clips"]) for r in phases] == [(0, 2, 2), (2, 4, 2)]
+
+
+def test_masks_touch_only_conditioning_frames_and_are_reproducible(tiny_dataset):  # noqa: F811
+    from ss4d.data.layout import FolderDataset
+    from ss4d.training.stage import StageDataset
+    from ss4d.training.stages import STAGES
+
+    raw = tiny_config("ss_flow", phases=[{"frames": 4, "steps": 1, "batch_size": 1}])
+    raw["conditioning"]["mask"] = {"clip_prob": 1.0, "frame_prob": 1.0, "min_size": 0.2, "max_size": 0.4}
+    reader = FolderDataset(tiny_dataset)
+    stage = STAGES["ss_flow"](TrainConfig(raw), reader)
+    clips = stage.index.fitting(4)
+    masked = StageDataset(stage, clips, 4, seed=0, rank=0)
+    plain = StageDataset(stage, clips, 4, seed=0, rank=0, augment=False)
+    a, b, p = masked[(7, 0, 0)], masked[(7, 0, 0)], plain[(7, 0, 0)]
+    assert torch.equal(a["cond_images"], b["cond_images"])                 # same key -> same masks
+    assert a["window"] == p["window"]
+    assert torch.equal(a["x_0"], p["x_0"])                                 # targets never masked
+    clip, frames = a["window"]
+    raw_latents = np.stack([reader.load_ss_latent(clip, "ss_enc_tiny", t) for t in frames])
+    assert np.array_equal(a["x_0"].numpy(), raw_latents)
+    diff = a["cond_images"] != p["cond_images"]
+    assert diff.any()
+    assert (a["cond_images"][diff] == 0).all()                            # only blacked-out pixels differ
+    other = masked[(8, 0, 0)]                                              # another step: other draws
+    assert not torch.equal(other["cond_images"] == 0, a["cond_images"] == 0)
+
+
+def test_exported_folder_loads_and_generates(trained, tmp_path):
+    import ss4d
+    from ss4d.data.layout import FolderDataset
+    from ss4d.training.export import load_run_models, main
+
+    out = tmp_path / "model"
+    assert main(["--run", str(trained["ss_vae"]), "--run", str(trained["ss_flow"]), "--run", str(trained["slat_vae"]),
+                 "--run", str(trained["slat_flow"]), "--output", str(out), "--steps", "2"]) == 0
+    pipe = ss4d.Pipeline.from_pretrained(out)
+    # the folder holds the runs' EMA weights
+    _, flow, _ = load_run_models(trained["ss_flow"])
+    got = pipe.models["sparse_structure_flow_model"].state_dict()
+    for k, v in flow["denoiser"].state_dict().items():
+        assert torch.equal(got[k], v), k
+    stats = json.loads((trained["slat_flow"] / "stage.json").read_text())["slat_normalization"]
+    assert pipe.slat_normalization == stats
+    assert (out / "ckpts" / "slat_enc_4d.json").is_file() and (out / "ckpts" / "ss_enc_conv3d.json").is_file()
+    reader = FolderDataset(trained["data"])
+    views = [reader.load_views("RiggedFigure__animation_0", t)[0][0] for t in range(2)]
+    result = pipe.run(views, seed=0, progress=False)
+    assert result.num_frames == 2 and all(n > 0 for n in result.voxels_per_frame)
+    assert all(g.get_xyz.shape[0] > 0 for g in result.gaussians)
