@@ -55,6 +55,7 @@ EMA_FILE = "ema.safetensors"      # the first EMA rate's full state dict, keys "
 #: the middle of the checkpoint of step N (after every file, before the complete marker).
 KILL_ENV = "SS4D_TRAIN_KILL_AT"
 MODEL_SALT = 0x30D3
+INIT_SALT = 0x1417
 EVAL_SALT = 0xE7A1
 EVAL_STEP = -1
 EVAL_CLIPS = 2
@@ -163,6 +164,7 @@ def train(cfg: TrainConfig, data: str | Path, output: str | Path, max_steps: Opt
                                  f"{longest}, max_frame {cfg.dataset['max_frame']})",
                                  "use fewer frames in progressive[0] or a dataset with longer clips")
     eval_batch = _eval_batch(stage, cfg, cfg.phases[0].frames)
+    torch.manual_seed(keyed_seed(INIT_SALT, seed))   # scratch init: the same weights on every rank and rerun
     models = build_models(stage, init or cfg.raw["init"])
     stage.check_models(models, StageDataset(stage, stage.index.fitting(cfg.phases[0].frames)[:1],
                                             cfg.phases[0].frames, seed, 0, augment=False)[(EVAL_STEP, 0, 0)])
