@@ -20,10 +20,10 @@ $(STAMP): setup.py Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 	    echo "[setup] CUDA found: installing torch and the 'cuda' extra"; \
-	    $(VPY) -m pip install -q "torch" && EXTRA="dev,pipeline,data,cuda"; \
+	    $(VPY) -m pip install -q "torch" && EXTRA="dev,pipeline,data,eval,cuda"; \
 	else \
 	    echo "[setup] no CUDA: installing torch==$(TORCH) (CPU)"; \
-	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="dev,pipeline,data"; \
+	    $(VPY) -m pip install -q "torch==$(TORCH)" && EXTRA="dev,pipeline,data,eval"; \
 	fi; \
 	$(VPY) -c "import importlib.metadata as m; print('torch==' + m.version('torch').split('+')[0])" > constraints.txt; \
 	$(VPY) -m pip install -q -c constraints.txt -e ".[$$EXTRA]"

@@ -18,11 +18,15 @@ EXTRAS = {
     # GPU backends; installed only on machines with CUDA (see Makefile). spconv-cu120 has no
     # Python 3.12 wheel, spconv-cu126 does. flash-attn has no wheel on PyPI, so it is not listed.
     "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging"],
-    "dev": ["pytest>=7", "pytest-timeout"],
+    # scikit-image: the independent SSIM reference of tests/test_eval_metrics.py
+    "dev": ["pytest>=7", "pytest-timeout", "scikit-image>=0.21"],
     "pipeline": ["transformers>=4.48", "accelerate>=0.30"],
     # data toolkit (ss4d-build-dataset): DINOv2-with-registers lives in transformers>=4.48. Blender
     # (bpy==5.0.1, numpy<2, cp311) cannot share this environment: `make setup-blender`.
     "data": ["transformers>=4.48"],
+    # ss4d-eval: torchmetrics ships the LPIPS v0.1 linear heads (no torchvision needed); CLIP-S reads a
+    # local transformers CLIP folder
+    "eval": ["torchmetrics>=1.4", "transformers>=4.48"],
 }
 
 setup(
@@ -37,6 +41,7 @@ setup(
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ss4d-generate = ss4d.cli:main",
                                     "ss4d-build-dataset = ss4d.data.build:main",
+                                    "ss4d-eval = ss4d.evaluation.cli:main",
                                     "ss4d-train = ss4d.training.cli:main",
                                     "ss4d-export-pipeline = ss4d.training.export:main"]},
     license="MIT",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["InputError", "ModelFolderError", "GenerationError"]
+__all__ = ["InputError", "ModelFolderError", "GenerationError", "MissingWeightsError"]
 
 
 class InputError(ValueError):
@@ -27,3 +27,10 @@ class ModelFolderError(InputError):
 
 class GenerationError(RuntimeError):
     """The pipeline ran but its output is unusable (message says which stage and what to try)."""
+
+
+class MissingWeightsError(InputError):
+    """Pretrained weights a metric or loss needs (LPIPS backbone, CLIP, I3D) are not on disk.
+
+    The message names the file looked for, the flag / environment variable that points to it, and
+    the documented layout (``docs/evaluation.md``, "Weights")."""
