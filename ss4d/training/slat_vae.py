@@ -5,10 +5,12 @@ trained jointly with TRELLIS's rendering loss, per frame against one random grou
 
 rendered through :func:`trellis_ext.renderers.render_gaussians` (gsplat on CUDA, the PyTorch reference on
 CPU) on a random black or white background, the ground truth composited on the same background. SSIM and
-LPIPS come from ``ss4d.evaluation`` (issue 10); LPIPS needs local VGG16 weights (``loss.lpips_weights``).
+LPIPS come from :mod:`ss4d.evaluation` (SSIM with TRELLIS's zero padding); LPIPS needs local VGG16 weights
+(``loss.lpips_weights``, or the evaluation's weight lookup).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, Sequence
 
 import numpy as np
@@ -47,6 +49,11 @@ class SLatVAEStage(Stage):
         if loss["background"] not in BACKGROUNDS:
             raise TrainingInputError(f"loss.background {loss['background']!r}", f"use one of {', '.join(BACKGROUNDS)}")
         self.ssim, self.lpips = _image_metrics(self.weights, loss.get("lpips_weights"))
+
+    def setup(self, device):
+        super().setup(device)
+        if self.lpips is not None:
+            self.lpips.to(device)
 
     def requires(self):
         name = self.cfg.dataset.get("feature_set")
@@ -122,25 +129,20 @@ class SLatVAEStage(Stage):
 
 
 def _image_metrics(weights: RenderLossWeights, lpips_weights):
-    """(ssim, lpips) callables from ``ss4d.evaluation`` where their weight is non-zero."""
-    ssim = lpips = None
-    if weights.ssim:
-        try:
-            from ..evaluation.metrics import ssim
-        except ImportError:
-            raise TrainingInputError("loss.ssim > 0 needs ss4d.evaluation.metrics (not installed in this checkout)",
-                                     "set loss.ssim to 0") from None
+    """(ssim, lpips) from ``ss4d.evaluation`` where their weight is non-zero: SSIM with TRELLIS's zero padding
+    (its training loss), LPIPS-VGG from local weights (:class:`~ss4d.errors.MissingWeightsError` -> one line)."""
+    from ..errors import MissingWeightsError
+    from ..evaluation.metrics import ssim as ssim_metric
+
+    ssim = functools.partial(ssim_metric, padding="zero") if weights.ssim else None
+    lpips = None
     if weights.lpips:
-        try:
-            from ..evaluation.lpips import MissingWeightsError, load_lpips
-        except ImportError:
-            raise TrainingInputError("loss.lpips > 0 needs ss4d.evaluation.lpips (not in this checkout)",
-                                     "set loss.lpips to 0") from None
+        from ..evaluation.lpips import load_lpips
+
         try:
             lpips = load_lpips(net="vgg", backbone_weights=lpips_weights)
         except MissingWeightsError as e:
-            raise TrainingInputError(f"LPIPS was asked for (loss.lpips = {weights.lpips}) but its VGG16 weights are "
-                                     f"missing ({e})", "give loss.lpips_weights a local VGG16 file or set loss.lpips "
+            raise TrainingInputError(f"LPIPS was asked for (loss.lpips = {weights.lpips}) but its weights are missing: "
+                                     f"{e.problem}", "give loss.lpips_weights a local VGG16 file or set loss.lpips "
                                      "to 0") from None
-        lpips.requires_grad_(False)
     return ssim, lpips

@@ -96,7 +96,8 @@ def test_init_folder_of_wrong_kind_or_shape(capsys, tmp_path, tiny_dataset):  # 
 def test_lpips_without_local_weights(capsys, tmp_path, tiny_dataset):  # noqa: F811
     cfg = _cfg(tmp_path, "slat_vae", loss={"lpips": 0.2, "lpips_weights": str(tmp_path / "vgg16.pth")})
     code, err = _run(capsys, cfg, tiny_dataset, tmp_path / "run")
-    assert code == 2 and "lpips" in err.lower() and "loss.lpips" in err
+    assert code == 2 and "LPIPS was asked for (loss.lpips = 0.2) but its weights are missing" in err
+    assert "vgg16.pth" in err and "set loss.lpips to 0" in err
 
 
 def test_non_finite_loss_stops_naming_step_and_last_checkpoint(capsys, tmp_path, tiny_dataset, monkeypatch):  # noqa: F811

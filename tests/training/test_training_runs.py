@@ -42,6 +42,7 @@ def test_loss_falls_on_fixed_eval_batch(trained, stage):
     assert last < OVERFIT[stage][3] * first, (stage, first, last)
     if stage == "slat_vae":
         assert evals[-1]["eval_psnr"] > evals[0]["eval_psnr"] + 3.0      # +3 dB at least
+        assert evals[-1]["eval_ssim"] < evals[0]["eval_ssim"]             # the 1 - SSIM term (zero padding) falls
     per_step = [r for r in read_log(trained[stage]) if "loss" in r]
     assert len(per_step) == OVERFIT[stage][0]
     for r in per_step:

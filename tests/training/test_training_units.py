@@ -196,3 +196,23 @@ def test_masks_reproducible_inside_object_box_and_keyed():
     assert not draw_masks(x, MaskConfig(clip_prob=0.0), np.random.default_rng(0)).any()
     with pytest.raises(TrainingInputError, match="unknown conditioning.mask"):
         MaskConfig.from_dict({"prob": 1})
+
+
+# ------------------------------------------------------------------ shipped configs
+@pytest.mark.parametrize("name", ["ss_flow_4d", "slat_vae_4d", "slat_flow_4d", "ss_vae", "tiny_ss_flow",
+                                  "tiny_slat_vae", "tiny_slat_flow", "tiny_ss_vae"])
+def test_shipped_configs_parse_and_build(name):
+    from ss4d.training.config import load_config
+    from ss4d.training.stages import STAGES
+    from trellis_ext.models.checkpoint import build_model
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train", f"{name}.json")
+    cfg = load_config(path)
+    assert set(cfg.models) == set(STAGES[cfg.stage].model_keys)
+    with torch.device("meta"):
+        for spec in cfg.models.values():
+            m = build_model(spec)
+            assert all(p.dtype == torch.float32 for p in m.parameters())   # fp32 master weights
+    if not name.startswith("tiny"):
+        assert [p.frames for p in cfg.phases] in ([8, 16, 32], [8])
+        assert cfg.trainer["mixed_precision"] == "bf16" and cfg.trainer["lr"] == 1e-4
