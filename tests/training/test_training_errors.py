@@ -123,3 +123,11 @@ def test_export_errors(capsys, tmp_path):
     code = export_main(["--run", str(tmp_path), "--output", str(tmp_path / "out")])
     assert code == 2 and "is not an ss4d-train run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_set_overrides_and_bad_set(capsys, tmp_path, tiny_dataset):  # noqa: F811
+    cfg = _cfg(tmp_path)
+    code, err = _run(capsys, cfg, tiny_dataset, tmp_path / "run", "--set", "dataset.ss_encoder=ss_enc_other")
+    assert code == 2 and "no ss_latents set 'ss_enc_other'" in err      # the override reached the config
+    code, err = _run(capsys, cfg, tiny_dataset, tmp_path / "run", "--set", "novalue")
+    assert code == 2 and "is not KEY=VALUE" in err

@@ -16,7 +16,7 @@ OVERFIT = {  # stage: (steps, lr, batch, max ratio of final / initial eval loss)
     "ss_flow": (40, 2e-3, 2, 0.5),
     "slat_flow": (40, 5e-3, 1, 0.8),
     "slat_vae": (30, 3e-3, 1, 0.7),
-    "ss_vae": (20, 3e-3, 1, 0.5),
+    "ss_vae": (30, 5e-3, 1, 0.5),
 }
 
 
