@@ -20,7 +20,7 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
 * ``progressive``: phases ``[{frames, steps, batch_size, micro_batches}]`` run in order; the phase of a
   step is a pure function of the step (:meth:`TrainConfig.phase_at`).
 * ``loss``: VAE weights (``l1, ssim, lpips, kl, volume, opacity``; TRELLIS's defaults), ``lpips_weights``
-  (a local VGG16 file for issue 10's LPIPS), ``render_resolution``, ``background`` [``random``].
+  (a local VGG16 file for issue 10's LPIPS), ``render_resolution``, ``background`` [``random``]; ``bce`` [1], ``dice`` [0], ``kl`` for ``ss_vae``.
 
 Fields that do not change the run's results (``checkpoint_every``, ``keep_last``, ``log_every``,
 ``eval_every``, ``num_workers``) may change on resume; any other change is refused unless
@@ -55,7 +55,7 @@ DATASET_DEFAULTS: Dict[str, Any] = {"max_frame": DEFAULT_MAX_FRAME, "strides": [
 COND_DEFAULTS: Dict[str, Any] = {"encoder": "tiny-random", "mask": {}}
 LOSS_DEFAULTS: Dict[str, Any] = {"l1": 1.0, "ssim": 0.2, "lpips": 0.2, "kl": 1e-6, "volume": 1e4, "opacity": 1e-3,
                                  "lpips_weights": None, "render_resolution": 0, "background": "random",
-                                 "bce": 1.0}
+                                 "bce": 1.0, "dice": 0.0}
 
 
 @dataclass(frozen=True)

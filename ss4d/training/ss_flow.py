@@ -65,7 +65,7 @@ class SSFlowStage(Stage):
 
 
 def _check_cond_channels(model, encoder) -> None:
-    want, got = getattr(model, "cond_channels", None), getattr(encoder, "channels", None)
+    want, got = model.init_args.get("cond_channels"), getattr(encoder, "channels", None)
     if want is not None and got is not None and int(want) != int(got):
         raise TrainingInputError(f"the model expects {want}-channel condition tokens but the condition encoder gives "
                                  f"{got}", "set conditioning.encoder to the encoder the model was built for")

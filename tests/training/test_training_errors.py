@@ -131,3 +131,10 @@ def test_set_overrides_and_bad_set(capsys, tmp_path, tiny_dataset):  # noqa: F81
     assert code == 2 and "no ss_latents set 'ss_enc_other'" in err      # the override reached the config
     code, err = _run(capsys, cfg, tiny_dataset, tmp_path / "run", "--set", "novalue")
     assert code == 2 and "is not KEY=VALUE" in err
+
+
+def test_condition_encoder_width_must_match_the_model(capsys, tmp_path, tiny_dataset):  # noqa: F811
+    raw = json.loads(_cfg(tmp_path).read_text())
+    raw["models"]["denoiser"]["args"]["cond_channels"] = 48
+    code, err = _run(capsys, write_config(tmp_path / "c48.json", raw), tiny_dataset, tmp_path / "run")
+    assert code == 2 and "expects 48-channel condition tokens but the condition encoder gives 32" in err

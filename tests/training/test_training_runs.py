@@ -22,15 +22,14 @@ OVERFIT = {  # stage: (steps, lr, batch, max ratio of final / initial eval loss)
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):  # noqa: F811
-    """One short run per stage (2 frames, fixed eval batch every quarter), shared by the tests below."""
-    runs = {}
+    """One short run per stage (2 frames, fixed eval batch at 0, half-way and the end), shared by the tests below."""
     root = tmp_path_factory.mktemp("runs")
+    runs = {"data": tiny_dataset}
     for stage, (steps, lr, batch, _) in OVERFIT.items():
         raw = tiny_config(stage, phases=[{"frames": 2, "steps": steps, "batch_size": batch}], lr=lr,
                           eval_every=steps // 2, checkpoint_every=steps)
         runs[stage] = root / stage
         train(TrainConfig(raw), tiny_dataset, runs[stage], progress=False)
-    runs["data"] = tiny_dataset
     return runs
 
 
@@ -91,24 +90,49 @@ def test_masks_touch_only_conditioning_frames_and_are_reproducible(tiny_dataset)
 
 
 def test_exported_folder_loads_and_generates(trained, tmp_path):
+    """The paper's export: the trained flows and 4D VAE decoder + the frozen SS decoder of a TRELLIS folder
+    (``--base``; here the tiny random 3D folder, whose decoder is calibrated to a sparse occupancy)."""
     import ss4d
     from ss4d.data.layout import FolderDataset
     from ss4d.training.export import load_run_models, main
+    from trellis_ext.models import from_pretrained
+    from trellis_ext.pipelines.tiny import write_tiny_image_to_3d
 
+    base = write_tiny_image_to_3d(str(tmp_path / "trellis3d"))
     out = tmp_path / "model"
-    assert main(["--run", str(trained["ss_vae"]), "--run", str(trained["ss_flow"]), "--run", str(trained["slat_vae"]),
-                 "--run", str(trained["slat_flow"]), "--output", str(out), "--steps", "2"]) == 0
+    assert main(["--run", str(trained["ss_flow"]), "--run", str(trained["slat_vae"]), "--run", str(trained["slat_flow"]),
+                 "--base", base, "--output", str(out), "--steps", "2"]) == 0
     pipe = ss4d.Pipeline.from_pretrained(out)
-    # the folder holds the runs' EMA weights
-    _, flow, _ = load_run_models(trained["ss_flow"])
-    got = pipe.models["sparse_structure_flow_model"].state_dict()
-    for k, v in flow["denoiser"].state_dict().items():
-        assert torch.equal(got[k], v), k
+    # the folder holds the runs' EMA weights, the base's SS decoder and the SLat flow dataset's statistics
+    for run, key, pipe_key in (("ss_flow", "denoiser", "sparse_structure_flow_model"),
+                               ("slat_flow", "denoiser", "slat_flow_model"), ("slat_vae", "decoder", "slat_decoder_gs")):
+        got = pipe.models[pipe_key].state_dict()
+        for k, v in load_run_models(trained[run])[1][key].state_dict().items():
+            assert torch.equal(got[k], v), (run, k)
+    spec = json.loads((tmp_path / "trellis3d" / "pipeline.json").read_text())["args"]["models"]
+    dec = from_pretrained(str(tmp_path / "trellis3d" / spec["sparse_structure_decoder"]))
+    for k, v in dec.state_dict().items():
+        assert torch.equal(pipe.models["sparse_structure_decoder"].state_dict()[k], v)
     stats = json.loads((trained["slat_flow"] / "stage.json").read_text())["slat_normalization"]
     assert pipe.slat_normalization == stats
-    assert (out / "ckpts" / "slat_enc_4d.json").is_file() and (out / "ckpts" / "ss_enc_conv3d.json").is_file()
+    assert (out / "ckpts" / "slat_enc_4d.json").is_file()            # the trained encoder, for re-encoding
     reader = FolderDataset(trained["data"])
     views = [reader.load_views("RiggedFigure__animation_0", t)[0][0] for t in range(2)]
     result = pipe.run(views, seed=0, progress=False)
     assert result.num_frames == 2 and all(n > 0 for n in result.voxels_per_frame)
-    assert all(g.get_xyz.shape[0] > 0 for g in result.gaussians)
+    assert all(g.get_xyz.shape[0] == 4 * n for g, n in zip(result.gaussians, result.voxels_per_frame))  # 4 per voxel
+
+
+def test_models_only_export_of_the_vae_runs(trained, tmp_path):
+    from ss4d.training.export import load_run_models, main
+    from trellis_ext.models import from_pretrained
+
+    out = tmp_path / "enc"
+    assert main(["--run", str(trained["ss_vae"]), "--output", str(out), "--models-only"]) == 0
+    assert not (out / "pipeline.json").exists()
+    _, models, _ = load_run_models(trained["ss_vae"])
+    for key, stem in (("encoder", "ss_enc_conv3d"), ("decoder", "ss_dec_conv3d")):
+        loaded = from_pretrained(str(out / "ckpts" / stem))
+        for k, v in models[key].state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v), k
+    assert main(["--run", str(trained["ss_vae"]), "--output", str(tmp_path / "x")]) == 2   # no full pipeline
