@@ -117,6 +117,10 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
                 models[key] = from_pretrained(str(Path(base) / stems[key]), use_fp16=False)
     missing = [k for k in REQUIRED_MODELS if k not in models]
     output = Path(output)
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (
+            (output / "pipeline.json").is_file() or (output / "ckpts").is_dir()))):
+        raise TrainingInputError(f"{output} exists and is not a model folder; refusing to replace it",
+                                 "choose a new --output (an earlier export there is replaced as a whole)")
     with atomic_directory(output, prefix=f".{output.name}.tmp-") as tmp:
         tmp = Path(tmp)
         if models_only:

@@ -125,6 +125,18 @@ def test_export_errors(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_never_replaces_a_folder_that_is_not_a_model(capsys, tmp_path, tiny_dataset):  # noqa: F811
+    assert _run(capsys, _cfg(tmp_path), tiny_dataset, tmp_path / "run")[0] == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    code = export_main(["--run", str(tmp_path / "run"), "--output", str(mine), "--models-only"])
+    assert code == 2 and "is not a model folder; refusing" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert export_main(["--run", str(tmp_path / "run"), "--output", str(tmp_path / "m"), "--models-only"]) == 0
+    assert export_main(["--run", str(tmp_path / "run"), "--output", str(tmp_path / "m"), "--models-only"]) == 0
+
+
 def test_set_overrides_and_bad_set(capsys, tmp_path, tiny_dataset):  # noqa: F811
     cfg = _cfg(tmp_path)
     code, err = _run(capsys, cfg, tiny_dataset, tmp_path / "run", "--set", "dataset.ss_encoder=ss_enc_other")
