@@ -10,7 +10,10 @@ One optimizer step at step s (0-based) of phase ``cfg.phase_at(s)``:
 3. the mean loss over ranks is checked (non-finite -> stop, naming the step and the last good checkpoint);
 4. the gradient is clipped at the adaptive threshold (``accelerator.clip_grad_norm_``), AdamW steps, the EMA
    updates (not when the fp16 scaler skipped the step);
-5. one JSON line goes to ``RUN/log.jsonl``; every ``checkpoint_every`` steps and at the end a checkpoint.
+5. one JSON line goes to ``RUN/log.jsonl``; every ``checkpoint_every`` steps and at the end a checkpoint; every
+   ``eval_every`` steps the fixed evaluation batch (``eval_*`` in the log) and a snapshot
+   ``RUN/snapshots/step_N.png`` (the conditioning frames with their masks; for the VAE the renders over the
+   ground truth).
 
 Nothing depends on RNG streams carried between steps, so resuming from a checkpoint (models, optimizer,
 scaler, EMA, clipper, step) continues bit for bit (CPU, fp32).
@@ -50,6 +53,7 @@ CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 STAGE_FILE = "stage.json"
 CHECKPOINT_DIR = "checkpoints"
+SNAPSHOT_DIR = "snapshots"       # RUN/snapshots/step_N.png at every evaluation
 EMA_FILE = "ema.safetensors"      # the first EMA rate's full state dict, keys "models.<key>.<param>"
 #: Fault injection for the resume tests: "step:N" SIGKILLs the process after optimizer step N, "save:N" in
 #: the middle of the checkpoint of step N (after every file, before the complete marker).
@@ -124,13 +128,44 @@ def _truncate_log(path: Path, step: int) -> None:
         f.write("".join(x + "\n" for x in keep))
 
 
-def _eval_batch(stage, cfg: TrainConfig, frames: int):
+def _eval_batches(stage, cfg: TrainConfig, frames: int):
+    """(fixed evaluation batch without augmentation, the same samples' conditioning frames with the masking
+    augmentation for the snapshots or None) from held-out clips, else the first training clips."""
     clips = stage.index.held_out or stage.index.fitting(frames)
     clips = [c for c in clips if c.usable_frames >= stage.index.span(frames, stage.index.strides[0])][:EVAL_CLIPS]
     if not clips:
-        return None
+        return None, None
+    keys = [(EVAL_STEP, i, i) for i in range(len(clips))]
     ds = StageDataset(stage, clips, frames, cfg.trainer["seed"], rank=0, augment=False)
-    return stage.collate([ds[(EVAL_STEP, i, i)] for i in range(len(clips))])
+    masked = None
+    if stage.needs_cond:
+        aug = StageDataset(stage, clips, frames, cfg.trainer["seed"], rank=0, augment=True)
+        masked = torch.cat([aug[k]["cond_images"] for k in keys])
+    return stage.collate([ds[k] for k in keys]), masked
+
+
+def write_snapshot(path: Path, rows: List[torch.Tensor]) -> None:
+    """One PNG: each row a strip of images [N, 3, H, W] in [0, 1] (resized to the first row's height)."""
+    import numpy as np
+    from PIL import Image
+
+    strips = []
+    for row in rows:
+        imgs = (row.detach().float().clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+        strips.append(Image.fromarray(np.concatenate(list(imgs), axis=1)))
+    h = strips[0].height
+    strips = [s if s.height == h else s.resize((round(s.width * h / s.height), h)) for s in strips]
+    canvas = Image.new("RGB", (max(s.width for s in strips), h * len(strips)))
+    for i, s in enumerate(strips):
+        canvas.paste(s, (0, i * h))
+    with atomic_file(path, "wb") as f:
+        canvas.save(f, format="PNG")
+
+
+def _snapshot(output: Path, step: int, stage, masked) -> None:
+    rows = ([masked] if masked is not None else []) + list(getattr(stage, "last_renders", None) or [])
+    if rows:
+        write_snapshot(output / SNAPSHOT_DIR / f"step_{step:07d}.png", rows)
 
 
 @torch.no_grad()
@@ -163,7 +198,7 @@ def train(cfg: TrainConfig, data: str | Path, output: str | Path, max_steps: Opt
         raise TrainingInputError(f"every clip is shorter than phase 0's {cfg.phases[0].frames} frames (longest usable: "
                                  f"{longest}, max_frame {cfg.dataset['max_frame']})",
                                  "use fewer frames in progressive[0] or a dataset with longer clips")
-    eval_batch = _eval_batch(stage, cfg, cfg.phases[0].frames)
+    eval_batch, masked_cond = _eval_batches(stage, cfg, cfg.phases[0].frames)
     torch.manual_seed(keyed_seed(INIT_SALT, seed))   # scratch init: the same weights on every rank and rerun
     models = build_models(stage, init or cfg.raw["init"])
     stage.check_models(models, StageDataset(stage, stage.index.fitting(cfg.phases[0].frames)[:1],
@@ -209,6 +244,7 @@ def train(cfg: TrainConfig, data: str | Path, output: str | Path, max_steps: Opt
     bar = _progress(acc.is_main_process and progress, state.step, end, cfg.stage)
     if state.step == 0 and eval_batch is not None and acc.is_main_process and cfg.trainer["eval_every"]:
         _write(log, {"step": 0, **evaluate(unwrapped, eval_batch, seed)})
+        _snapshot(output, 0, stage, masked_cond)
     last_saved = resume_from
     try:
         while state.step < end:
@@ -238,6 +274,7 @@ def train(cfg: TrainConfig, data: str | Path, output: str | Path, max_steps: Opt
                 if eval_batch is not None and acc.is_main_process and every and \
                         (state.step % every == 0 or state.step == end):
                     record.update(evaluate(unwrapped, eval_batch, seed))
+                    _snapshot(output, state.step, stage, masked_cond)
                 if acc.is_main_process:
                     _write(log, record)
                     acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state.step)

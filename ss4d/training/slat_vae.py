@@ -125,6 +125,8 @@ class SLatVAEStage(Stage):
         loss = sum(w[k] * v for k, v in terms.items())
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["psnr"] = psnr_from_mse(float(((pred.detach().clamp(0, 1) - gt) ** 2).mean()))
+        if not train:  # the evaluation's renders for the snapshot: renders over the ground truth
+            self.last_renders = [pred.detach().clamp(0, 1).cpu(), gt.detach().cpu()]
         return loss, logs
 
 

@@ -42,6 +42,9 @@ def test_loss_falls_on_fixed_eval_batch(trained, stage):
     if stage == "slat_vae":
         assert evals[-1]["eval_psnr"] > evals[0]["eval_psnr"] + 3.0      # +3 dB at least
         assert evals[-1]["eval_ssim"] < evals[0]["eval_ssim"]             # the 1 - SSIM term (zero padding) falls
+    snaps = sorted(p.name for p in (trained[stage] / "snapshots").glob("*.png")) if stage != "ss_vae" else []
+    if stage != "ss_vae":   # conditioning frames with their masks (flows) / renders over ground truth (VAE)
+        assert snaps == [f"step_{s:07d}.png" for s in (0, OVERFIT[stage][0] // 2, OVERFIT[stage][0])]
     per_step = [r for r in read_log(trained[stage]) if "loss" in r]
     assert len(per_step) == OVERFIT[stage][0]
     for r in per_step:
