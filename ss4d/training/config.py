@@ -16,14 +16,15 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
 * ``trainer``: ``lr`` [1e-4], ``weight_decay`` [0], ``betas``, ``mixed_precision`` [``bf16``|``fp16``|``no``],
   ``ema_rates`` [[0.9999]], ``grad_clip`` {max_norm 1, percentile 95, buffer 1000}, ``p_uncond`` [0.1],
   ``t_mean``/``t_std`` [1, 1], ``checkpoint_every`` [1000], ``keep_last`` [3], ``eval_every`` [0 = off],
-  ``num_workers`` [0], ``gradient_checkpointing`` [false], ``seed`` [0].
+  ``num_workers`` [0], ``gradient_checkpointing`` [false], ``find_unused_parameters`` [false] (DDP; true only for
+  ``conv_type: "non"`` SLat flows), ``seed`` [0].
 * ``progressive``: phases ``[{frames, steps, batch_size, micro_batches}]`` run in order; the phase of a
   step is a pure function of the step (:meth:`TrainConfig.phase_at`).
 * ``loss``: VAE weights (``l1, ssim, lpips, kl, volume, opacity``; TRELLIS's defaults), ``lpips_weights``
   (a local VGG16 file for issue 10's LPIPS), ``render_resolution``, ``background`` [``random``]; ``bce`` [1], ``dice`` [0], ``kl`` for ``ss_vae``.
 
-Fields that do not change the run's results (``checkpoint_every``, ``keep_last``, ``log_every``,
-``eval_every``, ``num_workers``) may change on resume; any other change is refused unless
+Fields that do not change the run's results (``checkpoint_every``, ``keep_last``, ``eval_every``,
+``num_workers``) may change on resume; any other change is refused unless
 ``--allow-config-change``.
 """
 from __future__ import annotations
@@ -41,14 +42,14 @@ __all__ = ["TrainConfig", "Phase", "STAGE_NAMES", "RESUME_SAFE_KEYS", "load_conf
 
 STAGE_NAMES = ("ss_flow", "slat_vae", "slat_flow", "ss_vae")
 DEFAULT_MAX_FRAME = 36  # SS4D: the first 36 frames of each animation
-RESUME_SAFE_KEYS = ("checkpoint_every", "keep_last", "log_every", "eval_every", "num_workers")
+RESUME_SAFE_KEYS = ("checkpoint_every", "keep_last", "eval_every", "num_workers")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 TRAINER_DEFAULTS: Dict[str, Any] = {
     "seed": 0, "lr": 1e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "mixed_precision": "bf16",
     "ema_rates": [0.9999], "grad_clip": {"max_norm": 1.0, "percentile": 95.0, "buffer": 1000},
-    "p_uncond": 0.1, "t_mean": 1.0, "t_std": 1.0, "checkpoint_every": 1000, "keep_last": 3, "log_every": 1,
-    "eval_every": 0, "num_workers": 0, "gradient_checkpointing": False,
+    "p_uncond": 0.1, "t_mean": 1.0, "t_std": 1.0, "checkpoint_every": 1000, "keep_last": 3,
+    "eval_every": 0, "num_workers": 0, "gradient_checkpointing": False, "find_unused_parameters": False,
 }
 DATASET_DEFAULTS: Dict[str, Any] = {"max_frame": DEFAULT_MAX_FRAME, "strides": [1], "cond_source": "renders",
                                     "val_clips": [], "max_voxels": 0}

@@ -109,7 +109,7 @@ def _accelerator(cfg: TrainConfig, output: Path):
     log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else None
     return Accelerator(mixed_precision=mp, log_with=log_with, project_dir=str(output),
                        kwargs_handlers=[DistributedDataParallelKwargs(
-                           find_unused_parameters=bool(cfg.trainer.get("find_unused_parameters", False)))])
+                           find_unused_parameters=bool(cfg.trainer["find_unused_parameters"]))])
 
 
 def _truncate_log(path: Path, step: int) -> None:
