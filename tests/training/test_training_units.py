@@ -202,6 +202,7 @@ def test_masks_reproducible_inside_object_box_and_keyed():
 @pytest.mark.parametrize("name", ["ss_flow_4d", "slat_vae_4d", "slat_flow_4d", "ss_vae", "tiny_ss_flow",
                                   "tiny_slat_vae", "tiny_slat_flow", "tiny_ss_vae"])
 def test_shipped_configs_parse_and_build(name):
+    import ss4d.models  # noqa: F401  (registers the 4D classes)
     from ss4d.training.config import load_config
     from ss4d.training.stages import STAGES
     from trellis_ext.models.checkpoint import build_model
