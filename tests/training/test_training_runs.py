@@ -139,3 +139,34 @@ def test_models_only_export_of_the_vae_runs(trained, tmp_path):
         for k, v in models[key].state_dict().items():
             assert torch.equal(loaded.state_dict()[k], v), k
     assert main(["--run", str(trained["ss_vae"]), "--output", str(tmp_path / "x")]) == 2   # no full pipeline
+
+
+def test_init_from_trellis_inflates_and_the_ema_starts_there(tiny_dataset, tmp_path):  # noqa: F811
+    """--init trellis:<folder> inflates the 3D structure flow; the EMA starts from the inflated weights (not a random
+    init, TRELLIS's finetune bug), so after one step it is within (1 - rate) of them."""
+    from safetensors.torch import load_file
+
+    from ss4d.models.inflation import INFLATORS, load_inflation_config
+    from trellis_ext.models import from_pretrained
+    from trellis_ext.pipelines.tiny import write_tiny_image_to_3d
+    from trellis_ext.training.checkpoint import latest_complete
+
+    base = write_tiny_image_to_3d(str(tmp_path / "trellis3d"))
+    stem = json.loads((tmp_path / "trellis3d" / "pipeline.json").read_text())["args"]["models"][
+        "sparse_structure_flow_model"]
+    inflated = INFLATORS["sparse_structure_flow_model"](
+        from_pretrained(str(tmp_path / "trellis3d" / stem), use_fp16=False),
+        **load_inflation_config()["sparse_structure_flow_model"]).state_dict()
+    raw = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 1, "batch_size": 1}], ema_rates=[0.99],
+                      checkpoint_every=1, eval_every=0, lr=1e-2)
+    raw["init"] = f"trellis:{base}"
+    train(TrainConfig(raw), tiny_dataset, tmp_path / "run", progress=False)
+    ck = latest_complete(tmp_path / "run" / "checkpoints")
+    live, ema = load_file(str(ck / "model.safetensors")), load_file(str(ck / "ema.safetensors"))
+    moved = max((live[f"models.denoiser.{k}"] - v).abs().max().item() for k, v in inflated.items())
+    assert moved > 1e-3                                                       # the step changed the weights
+    for k, v in inflated.items():
+        assert torch.allclose(ema[f"models.denoiser.{k}"], 0.99 * v + 0.01 * live[f"models.denoiser.{k}"],
+                              atol=1e-6), k
+    assert json.loads((tmp_path / "run" / "models.json").read_text())["denoiser"]["name"] == \
+        "SparseStructureFlow4DModel"
