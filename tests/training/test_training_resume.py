@@ -26,9 +26,10 @@ def test_sigkill_mid_run_and_mid_save_then_resume_is_bit_identical(tiny_dataset,
     cfg = write_config(tmp_path / "cfg.json", raw)
     args = ["--config", cfg, "--data", tiny_dataset, "--no-progress"]
 
-    ref = tmp_path / "ref"
-    r = run_cli(args + ["--output", ref])
-    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref"          # the uninterrupted reference, in this process
+    from ss4d.training.config import TrainConfig
+    from ss4d.training.loop import train
+    train(TrainConfig(raw), tiny_dataset, ref, progress=False)
 
     run = tmp_path / "run"
     killed = run_cli(args + ["--output", run], env={"SS4D_TRAIN_KILL_AT": "step:5"})
@@ -58,27 +59,31 @@ def test_sigkill_mid_run_and_mid_save_then_resume_is_bit_identical(tiny_dataset,
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step_0000006", "step_0000007"]  # keep 2
 
 
-def test_changed_config_is_refused_on_resume_and_checkpoints_kept(tiny_dataset, tmp_path):  # noqa: F811
+def test_changed_config_is_refused_on_resume_and_checkpoints_kept(tiny_dataset, tmp_path, capsys):  # noqa: F811
+    from ss4d.training.cli import main
+
+    def run(cfg, *extra):
+        code = main(["--config", str(cfg), "--data", str(tiny_dataset), "--output", str(tmp_path / "run"),
+                     "--no-progress", *extra])
+        return code, capsys.readouterr().err
+
     raw = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 2, "batch_size": 1}], checkpoint_every=1,
                       eval_every=0)
-    run = tmp_path / "run"
-    r = run_cli(["--config", write_config(tmp_path / "a.json", raw), "--data", tiny_dataset, "--output", run,
-                 "--no-progress"])
-    assert r.returncode == 0, r.stderr
-    before = {p.name: (p / "model.safetensors").read_bytes() for p in (run / "checkpoints").iterdir()}
+    code, err = run(write_config(tmp_path / "a.json", raw))
+    assert code == 0, err
+    ck = tmp_path / "run" / "checkpoints"
+    before = {p.name: (p / "model.safetensors").read_bytes() for p in ck.iterdir()}
     raw["trainer"]["lr"] = 0.5
     raw["progressive"][0]["steps"] = 3
     changed = write_config(tmp_path / "b.json", raw)
-    r = run_cli(["--config", changed, "--data", tiny_dataset, "--output", run, "--no-progress"])
-    assert r.returncode == 2 and "config differs" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(["--config", changed, "--data", tiny_dataset, "--output", run, "--no-progress", "--resume", "none"])
-    assert r.returncode == 2 and "already has checkpoints" in r.stderr
-    after = {p.name: (p / "model.safetensors").read_bytes() for p in (run / "checkpoints").iterdir()}
-    assert after == before
-    r = run_cli(["--config", changed, "--data", tiny_dataset, "--output", run, "--no-progress",
-                 "--allow-config-change"])
-    assert r.returncode == 0, r.stderr
-    assert max(step_losses(run)) == 3
+    code, err = run(changed)
+    assert code == 2 and "config differs" in err and "Traceback" not in err
+    code, err = run(changed, "--resume", "none")
+    assert code == 2 and "already has checkpoints" in err
+    assert {p.name: (p / "model.safetensors").read_bytes() for p in ck.iterdir()} == before
+    code, err = run(changed, "--allow-config-change")
+    assert code == 0, err
+    assert max(step_losses(tmp_path / "run")) == 3
 
 
 DDP_SCRIPT = """
