@@ -54,6 +54,8 @@ setup(
                                     "ss4d-build-dataset = ss4d.data.build:main",
                                     "ss4d-pack-dataset = ss4d.data.shards:main",
                                     "ss4d-eval = ss4d.evaluation.cli:main",
-                                    "ss4d-app = ss4d.app:main"]},
+                                    "ss4d-app = ss4d.app:main",
+                                    "ss4d-train = ss4d.training.cli:main",
+                                    "ss4d-export-pipeline = ss4d.training.export:main"]},
     license="MIT",
 )

@@ -1,0 +1,131 @@
+"""Clip windows over any :class:`~ss4d.data.layout.DatasetReader`, the per-stage sample loaders' common
+parts, and the conditioning frames.
+
+* :class:`ClipIndex`: the clips a stage can use (``status`` ok, not flagged, holding the stage's latent /
+  feature set) and how many frames each offers: ``min(num_real_frames, max_frame)`` (frames past the end of
+  an animation are never drawn; ``num_real_frames`` falls back to ``num_frames`` for older datasets).
+* Windows: T frames at a stride from the config's list, starting anywhere the window fits. Clips too short
+  for a phase are skipped (and counted); a phase no clip fits is an error.
+* Every random choice of a sample (stride, start, view, masks, background) comes from
+  ``numpy.random.default_rng(keyed_seed(seed, step, rank, slot))``: a pure function of the sample's key.
+* Conditioning frames: one random rendered view shared by the clip's frames (``cond_source: renders``)
+  or the fixed-camera video (``cond``), preprocessed as at inference (:func:`ss4d.preprocess.preprocess_frames`),
+  then masked (:mod:`ss4d.training.masking`): float32 [T, 3, 518, 518] in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from trellis_ext.training.flow import keyed_seed
+
+from ..data.layout import STATUS_OK, DatasetReader
+from ..preprocess import preprocess_frames
+from .errors import TrainingInputError
+from .masking import MaskConfig, apply_masks, draw_masks
+
+__all__ = ["ClipInfo", "ClipIndex", "Window", "sample_rng", "conditioning_frames", "DATA_SALT"]
+
+DATA_SALT = 0xDA7A  # keys the per-sample numpy generators apart from the model-side draws
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    clip_id: str
+    usable_frames: int
+    record: dict
+
+
+@dataclass(frozen=True)
+class Window:
+    clip_id: str
+    frames: List[int]
+
+
+def sample_rng(seed: int, step: int, rank: int, slot: int) -> np.random.Generator:
+    return np.random.default_rng(keyed_seed(DATA_SALT, seed, step, rank, slot))
+
+
+def _has(record: dict, kind: str, name: Optional[str]) -> bool:
+    return name is None or bool((record.get(kind) or {}).get(name))
+
+
+class ClipIndex:
+    """The clips of a dataset a stage can train on (see the module docstring).
+
+    ``requires``: ``{record kind: set name}`` that must be present (``ss_latents``, ``latents``, ``features``).
+    ``exclude``: clip ids held out (validation)."""
+
+    def __init__(self, reader: DatasetReader, requires: Dict[str, Optional[str]], max_frame: int,
+                 strides: Sequence[int], source: str = "dataset", exclude: Sequence[str] = ()):
+        records = reader.clip_records()
+        if not records:
+            raise TrainingInputError(f"{source} holds no clips", "build one with ss4d-build-dataset (docs/data.md)")
+        self.strides = sorted({int(s) for s in strides})
+        if not self.strides or self.strides[0] < 1:
+            raise TrainingInputError(f"bad dataset.strides {list(strides)}", "use positive integers, e.g. [1, 2]")
+        ok = [r for r in records if r.get("status") == STATUS_OK and not r.get("flagged")]
+        missing = {k: v for k, v in requires.items() if v is not None and not any(_has(r, k, v) for r in ok)}
+        if not ok:
+            raise TrainingInputError(f"{source}: none of its {len(records)} clips is usable (status ok, not flagged)",
+                                     "rebuild it or check metadata.csv")
+        if missing:
+            kind, name = next(iter(missing.items()))
+            have = sorted({n for r in ok for n in (r.get(kind) or {})})
+            raise TrainingInputError(f"{source} has no {kind} set {name!r} (it has: {', '.join(have) or 'none'})",
+                                     _hint(kind))
+        exclude = set(exclude)
+        self.clips: List[ClipInfo] = []
+        self.held_out: List[ClipInfo] = []
+        for r in ok:
+            if not all(_has(r, k, v) for k, v in requires.items()):
+                continue
+            frames = int(r.get("num_real_frames") or r["num_frames"])
+            info = ClipInfo(r["clip_id"], min(frames, int(r["num_frames"]), int(max_frame)), r)
+            (self.held_out if info.clip_id in exclude else self.clips).append(info)
+        if not self.clips:
+            raise TrainingInputError(f"{source}: every usable clip is held out for validation",
+                                     "shorten dataset.val_clips")
+
+    def span(self, frames: int, stride: int) -> int:
+        return (frames - 1) * stride + 1
+
+    def fitting(self, frames: int) -> List[ClipInfo]:
+        """Clips long enough for ``frames`` at the smallest stride."""
+        return [c for c in self.clips if c.usable_frames >= self.span(frames, self.strides[0])]
+
+    def window(self, clip: ClipInfo, frames: int, rng: np.random.Generator) -> Window:
+        strides = [s for s in self.strides if clip.usable_frames >= self.span(frames, s)]
+        stride = strides[int(rng.integers(len(strides)))]
+        start = int(rng.integers(clip.usable_frames - self.span(frames, stride) + 1))
+        return Window(clip.clip_id, list(range(start, start + self.span(frames, stride), stride)))
+
+
+def _hint(kind: str) -> str:
+    return {"ss_latents": "encode SS latents: ss4d-build-dataset ... --ss-encoder PATH (docs/data.md)",
+            "latents": "encode SLat latents with the run's encoder: ss4d-build-dataset ... --slat-encoder PATH",
+            "features": "extract features: ss4d-build-dataset ... --feature-model PATH"}.get(kind, "see docs/data.md")
+
+
+def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str, mask: MaskConfig,
+                        rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
+    """The window's conditioning frames, preprocessed and (``augment``) masked: float32 [T, 3, 518, 518]."""
+    if cond_source == "cond":
+        video, _ = reader.load_cond(window.clip_id)
+        rgba = [video[t] for t in window.frames]
+        view = None
+    else:
+        rgba, view = [], None
+        for t in window.frames:
+            views, _ = reader.load_views(window.clip_id, t)
+            if view is None:
+                view = int(rng.integers(len(views)))
+            rgba.append(views[view])
+    images, _ = preprocess_frames(rgba)
+    x = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+    if augment:
+        x = apply_masks(x, draw_masks(x, mask, rng))
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0)

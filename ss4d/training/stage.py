@@ -1,0 +1,129 @@
+"""What every training stage provides, and the pieces shared by all of them.
+
+A :class:`Stage` knows its trainable models (``model_keys``), what a sample holds (:meth:`Stage.load`,
+:meth:`Stage.collate`) and its objective (:meth:`Stage.objective`). The loop (:mod:`ss4d.training.loop`)
+wraps the models in :class:`TrainModule` — the one ``nn.Module`` Accelerate prepares (DDP/FSDP) — whose
+``forward(batch, key)`` runs the objective with a generator keyed by ``key`` = (seed, step, rank, micro).
+:class:`StageDataset` maps the sampler's keys ``(step, slot, item)`` to samples.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from trellis_ext.training.flow import keyed_generator
+
+from ..data.layout import DatasetReader
+from .config import TrainConfig
+from .data import ClipIndex, ClipInfo, conditioning_frames, sample_rng
+from .masking import MaskConfig
+
+__all__ = ["Stage", "TrainModule", "StageDataset", "set_gradient_checkpointing", "Batch"]
+
+Batch = Dict[str, Any]
+
+
+def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Switch TRELLIS-style ``use_checkpoint`` flags on every submodule that has one."""
+    for m in model.modules():
+        if hasattr(m, "use_checkpoint"):
+            m.use_checkpoint = bool(enabled)
+
+
+class Stage:
+    """Base class (see the module docstring). Subclasses set ``name``, ``model_keys``, ``needs_cond``,
+    ``expected_classes`` and ``export`` (model key -> (pipeline key or None, checkpoint stem))."""
+
+    name = "stage"
+    model_keys: Tuple[str, ...] = ()
+    needs_cond = False
+    expected_classes: Dict[str, Tuple[str, ...]] = {}
+    export: Dict[str, Tuple[Optional[str], str]] = {}
+    #: where ``--init trellis:`` / ``ss4d:`` folders keep each model: pipeline.json key, or fallback stems
+    folder_keys: Dict[str, Tuple[Optional[str], Tuple[str, ...]]] = {}
+
+    def __init__(self, cfg: TrainConfig, reader: DatasetReader, source: str = "dataset"):
+        self.cfg, self.reader, self.source = cfg, reader, source
+        self.mask = MaskConfig.from_dict(cfg.conditioning.get("mask"))
+        self.cond_encoder = None
+        self.index = ClipIndex(reader, self.requires(), cfg.dataset["max_frame"], cfg.dataset["strides"],
+                               source=source, exclude=cfg.dataset["val_clips"])
+
+    # ---------------------------------------------------------------- data
+    def requires(self) -> Dict[str, Optional[str]]:
+        """{clip record kind: set name} the stage needs (see :class:`ClipIndex`)."""
+        return {}
+
+    def load(self, window, rng: np.random.Generator) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def collate(self, samples: Sequence[Dict[str, Any]]) -> Batch:
+        raise NotImplementedError
+
+    def run_info(self) -> Dict[str, Any]:
+        """Facts the export needs (e.g. latent statistics); written to ``RUN/stage.json``."""
+        return {}
+
+    # ---------------------------------------------------------------- models
+    def setup(self, device: torch.device) -> None:
+        """Load frozen helpers (the condition encoder) onto ``device``."""
+        if self.needs_cond and self.cond_encoder is None:
+            from ..conditioning.resolve import load_condition_encoder
+
+            self.cond_encoder, _ = load_condition_encoder(".", override=self.cfg.conditioning["encoder"], device=device)
+            self.cond_encoder.requires_grad_(False).eval()
+        elif self.cond_encoder is not None:
+            self.cond_encoder.to(device)
+
+    def check_models(self, models: Dict[str, nn.Module], sample: Dict[str, Any]) -> None:
+        """Raise :class:`~ss4d.training.errors.TrainingInputError` when the models do not fit the data."""
+
+    def objective(self, models: nn.ModuleDict, batch: Batch, gen: torch.Generator, train: bool = True
+                  ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared helpers
+    def encode_cond(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """[B·T, 3, H, W] conditioning frames -> tokens [B·T, L, C] (frozen encoder, no grad)."""
+        with torch.no_grad():
+            return self.cond_encoder.encode(images.to(device)).float()
+
+    def cond_images(self, window, rng: np.random.Generator, augment: bool) -> torch.Tensor:
+        return conditioning_frames(self.reader, window, self.cfg.dataset["cond_source"], self.mask, rng, augment)
+
+
+class TrainModule(nn.Module):
+    """The trainable models of a stage plus its objective: ``forward(batch, key, train)`` -> (loss, logs)."""
+
+    def __init__(self, stage: Stage, models: Dict[str, nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleDict(models)
+        self.stage = stage
+
+    def forward(self, batch: Batch, key: Sequence[int], train: bool = True):
+        gen = keyed_generator(*key)
+        return self.stage.objective(self.models, batch, gen, train=train)
+
+
+class StageDataset(torch.utils.data.Dataset):
+    """Keys ``(step, slot, item)`` -> samples of ``frames`` frames from ``clips[item]``."""
+
+    def __init__(self, stage: Stage, clips: List[ClipInfo], frames: int, seed: int, rank: int, augment: bool = True):
+        self.stage, self.clips, self.frames = stage, clips, frames
+        self.seed, self.rank, self.augment = seed, rank, augment
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key):
+        step, slot, item = key
+        rng = sample_rng(self.seed, step, self.rank, slot)
+        window = self.stage.index.window(self.clips[item], self.frames, rng)
+        sample = self.stage.load(window, rng)
+        if self.stage.needs_cond:
+            sample["cond_images"] = self.stage.cond_images(window, rng, self.augment)
+        sample["window"] = (window.clip_id, window.frames)
+        return sample
