@@ -31,7 +31,7 @@ EPILOG = """\
 examples:
   ss4d-eval images --pred renders/ --gt gt/ --crop gt-bbox -o metrics.json
   ss4d-eval images --pred mine/trump --gt consistent4d/gt/trump --layout consistent4d
-  ss4d-eval asset --output outputs/fox --gt dataset/clips/Fox__Survey --views 32 -o fox.json
+  ss4d-eval asset --output outputs/fox --gt dataset/clips/Fox__0-Survey --views 32 -o fox.json
   ss4d-eval benchmark --assets ../shared/data/assets --model checkpoints/tiny_ss4d -o reports/tiny
 """
 

@@ -120,7 +120,8 @@ def test_exported_folder_loads_and_generates(trained, tmp_path):
     assert pipe.slat_normalization == stats
     assert (out / "ckpts" / "slat_enc_4d.json").is_file()            # the trained encoder, for re-encoding
     reader = FolderDataset(trained["data"])
-    views = [reader.load_views("RiggedFigure__animation_0", t)[0][0] for t in range(2)]
+    clip_id = next(r["clip_id"] for r in reader.clip_records() if r["clip_id"].startswith("RiggedFigure__"))
+    views = [reader.load_views(clip_id, t)[0][0] for t in range(2)]
     result = pipe.run(views, seed=0, progress=False)
     assert result.num_frames == 2 and all(n > 0 for n in result.voxels_per_frame)
     assert all(g.get_xyz.shape[0] == 4 * n for g, n in zip(result.gaussians, result.voxels_per_frame))  # 4 per voxel
