@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import os
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import List, Optional
 
+from .exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, report_error
 from .io.output import PRODUCER
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
 
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
-SIGNAL_EXIT_BASE = 128  # shells report death by signal N as 128 + N
-EXIT_INTERRUPTED = SIGNAL_EXIT_BASE + signal.SIGINT    # 130
-EXIT_TERMINATED = SIGNAL_EXIT_BASE + signal.SIGTERM    # 143
 PROG = PRODUCER  # "ss4d-generate": result.json's command[0] marks a folder as an ss4d output
 MAX_SEED = 2 ** 63 - 1  # torch generators take a signed 64-bit seed on every device
-#: OS errors that are the user's environment, not a bug: exit 2 with a hint.
-ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free some disk space or write elsewhere with -o",
-                      errno.EDQUOT: "free some of your disk quota or write elsewhere with -o",
-                      errno.EROFS: "write elsewhere with -o",
-                      errno.EACCES: "check the permissions, or write elsewhere with -o",
-                      errno.ENAMETOOLONG: "choose a shorter name with -o"}
 DEFAULT_MODEL_ENV = "SS4D_MODEL"
 BATCH_JSON = "batch.json"  # the per-item summary of a --batch run
 DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
@@ -536,25 +525,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{PROG}: terminated by SIGTERM (nothing was written; partial files removed)", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as e:  # noqa: BLE001  (the one place that turns exceptions into exit codes)
-        from .errors import GenerationError, InputError
-
-        if args.debug:
-            traceback.print_exc()
-        if isinstance(e, InputError):
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        if isinstance(e, GenerationError):
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return EXIT_INTERNAL
-        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
-            where = f" ({e.filename})" if e.filename else ""
-            print(f"{PROG}: error: {e.strerror or e}{where}; nothing was written; {ENVIRONMENT_ERRNOS[e.errno]}",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"{PROG}: internal error: {type(e).__name__}: {msg[:300]} (rerun with --debug for the traceback and "
-              f"report it)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return report_error(PROG, e, args.debug)
 
 
 if __name__ == "__main__":

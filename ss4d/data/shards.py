@@ -34,6 +34,7 @@ import numpy as np
 
 from trellis_ext.atomic import atomic_directory, atomic_file
 
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from .cameras import TRANSFORMS_FILE
 from .layout import (SHARD_INDEX, SHARD_PATTERN, STATS_DIR, STATUS_OK, ClipPaths, DatasetReader, ShardMembers,
                      current_record, decode_rgba, frame_file, iter_clip_records)
@@ -228,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         index = pack_dataset(Path(a.dataset), Path(a.output), a.shard_size, progress=not a.no_progress)
     except (FileNotFoundError, FileExistsError) as exc:
         print(f"ss4d-pack-dataset: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"packed {len(index['clips'])} clips into {len(index['shards'])} shards -> {a.output}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

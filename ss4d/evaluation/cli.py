@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from ..cli import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, report_error
 from ..errors import InputError
 
 __all__ = ["main", "build_parser", "PROG"]
 
 PROG = "ss4d-eval"
-EXIT_INTERRUPTED = 130
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 DESCRIPTION = """\
@@ -246,15 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001  (the one place that turns exceptions into exit codes)
-        if args.debug:
-            traceback.print_exc()
-        if isinstance(e, InputError):
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"{PROG}: internal error: {type(e).__name__}: {msg[:300]} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return report_error(PROG, e, args.debug)
 
 
 if __name__ == "__main__":

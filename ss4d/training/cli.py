@@ -13,11 +13,15 @@ import argparse
 import sys
 from typing import List, Optional
 
-__all__ = ["main", "build_parser"]
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, report_error
+
+__all__ = ["main", "build_parser", "PROG"]
+
+PROG = "ss4d-train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ss4d-train", description="Train one SS4D stage (docs/training.md).")
+    p = argparse.ArgumentParser(prog=PROG, description="Train one SS4D stage (docs/training.md).")
     p.add_argument("--config", required=True, help="training config JSON (configs/train/*.json)")
     p.add_argument("--data", required=True, help="dataset folder written by ss4d-build-dataset")
     p.add_argument("--output", required=True, help="run folder (config.json, log.jsonl, checkpoints/)")
@@ -31,18 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "trainer.lr=3e-4 (VALUE is read as JSON when it parses, else as a string)")
     p.add_argument("--allow-config-change", action="store_true", help="resume even though the config changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import load_config
-    from .errors import TrainingInputError, TrainingStopped
+    from .errors import TrainingStopped
     from .loop import train
 
     if args.max_steps is not None and args.max_steps < 0:
-        print("ss4d-train: error: --max-steps must be >= 0", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: --max-steps must be >= 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
     overrides = {}
     if args.seed is not None:
         overrides["trainer"] = {"seed": args.seed}
@@ -54,17 +59,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(args.config, overrides)
         summary = train(cfg, args.data, args.output, max_steps=args.max_steps, resume=args.resume,
                         allow_config_change=args.allow_config_change, progress=not args.no_progress)
-    except TrainingInputError as e:
-        print(f"ss4d-train: error: {e}", file=sys.stderr)
-        return 2
     except TrainingStopped as e:
-        print(f"ss4d-train: stopped: {e}", file=sys.stderr)
-        return 1
+        print(f"{PROG}: stopped: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
-        print("ss4d-train: interrupted; resume with --resume auto", file=sys.stderr)
-        return 130
-    print(f"ss4d-train: {summary['step']} steps done; checkpoint {summary['checkpoint']}")
-    return 0
+        print(f"{PROG}: interrupted; resume with --resume auto", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001  (TrainingInputError -> exit 2; anything else is a bug, exit 1)
+        return report_error(PROG, e, args.debug, nothing_written=False)
+    print(f"{PROG}: {summary['step']} steps done; checkpoint {summary['checkpoint']}")
+    return EXIT_OK
 
 
 def _set_override(overrides: dict, item: str) -> None:

@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import torch
 from torch import nn
 
 import ss4d.models  # noqa: F401  (registers the 4D classes)
@@ -35,6 +34,7 @@ from trellis_ext.atomic import atomic_directory
 from trellis_ext.models.checkpoint import build_model, from_pretrained, save_pretrained
 from trellis_ext.training.checkpoint import latest_complete
 
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from .errors import TrainingInputError
 from .init import MODELS_FILE
 from .loop import CHECKPOINT_DIR, CONFIG_FILE, EMA_FILE, STAGE_FILE
@@ -172,9 +172,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                               a.models_only)
     except TrainingInputError as e:
         print(f"ss4d-export-pipeline: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"ss4d-export-pipeline: wrote {out}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
