@@ -57,6 +57,12 @@ EXPECTED_CLASSES = {
     "slat_flow_model": "SLatFlow4DModel",
     "slat_decoder_gs": "SLatGaussianDecoder4D",
 }
+#: The "no temporal layers" baseline: TRELLIS's 3D model of a stage applied per frame (``ss4d.models.per_frame``).
+PER_FRAME_CLASSES = {
+    "sparse_structure_flow_model": "SparseStructureFlowPerFrame",
+    "slat_flow_model": "SLatFlowPerFrame",
+    "slat_decoder_gs": "SLatGaussianDecoderPerFrame",
+}
 #: The Gaussian tensors a decoder fills (kept float32, checked for NaN/inf).
 GAUSSIAN_FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -216,13 +222,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
-    def from_pretrained(cls, path: Union[str, os.PathLike], device: Union[str, torch.device, None] = None,
+    def from_pretrained(cls, path: Union[str, os.PathLike, None] = None, device: Union[str, torch.device, None] = None,
                         dtype: Union[str, torch.dtype, None] = None,
                         image_cond_model: Union[None, str, os.PathLike, nn.Module] = None) -> "Pipeline":
         """Load an official SS4D folder or one written by :meth:`save_pretrained` (local only).
 
         Args:
-            path: folder with ``pipeline.json`` (``"name": "TrellisVideoTo4DPipeline"``) and ``ckpts/``.
+            path: folder with ``pipeline.json`` (``"name": "TrellisVideoTo4DPipeline"``) and ``ckpts/``;
+                None: ``$SS4D_MODEL``, the official ``checkpoints/SS4D`` when present, else the small model
+                shipped in ``checkpoints/ss4d-small`` (:mod:`ss4d.default_model`).
             device: where to run (default CPU).
             dtype: torso precision ``"fp32" | "fp16" | "bf16"`` or a torch dtype; default fp16 on CUDA,
                 fp32 on CPU.
@@ -231,6 +239,10 @@ class Pipeline:
         Raises:
             ModelFolderError: missing folder, not an SS4D folder, missing/broken checkpoint, no encoder.
         """
+        if path is None:
+            from .default_model import resolve_model
+
+            path, _ = resolve_model()
         path = os.fspath(path)
         if not os.path.exists(path):
             raise missing_model_error(path)
@@ -261,7 +273,7 @@ class Pipeline:
             raise ModelFolderError(f"cannot load {path}: {e}", WEIGHTS_HINT) from None
         for key, expected in EXPECTED_CLASSES.items():
             got = type(models[key]).__name__
-            if got != expected:
+            if got not in (expected, PER_FRAME_CLASSES.get(key)):
                 raise ModelFolderError(f"{path}: {wanted[key]} is a {got}, but SS4D needs a {expected} there "
                                        f"(is this a TRELLIS 3D folder?)", WEIGHTS_HINT)
         encoder, _ = load_condition_encoder(path, args.get("image_cond_model"), image_cond_model)

@@ -7,6 +7,8 @@
 | 4D sparse VAE | ``SLatGaussianDecoder4D`` / ``SLatEncoder4D`` (saved as ``SLatGaussianDecoder`` / ``SLatEncoder`` with ``pe_mode="rope_t"``) | ``ckpts/slat_dec_gs_4d`` |
 | 4D sparse flow + CompNet | ``SLatFlow4DModel`` (``ElasticSLatFlow4DModel`` alias) | ``ckpts/slat_flow_video_4d`` |
 
+``per_frame.py``: TRELLIS's 3D classes under the 4D calling convention (3D pretraining, the per-frame baseline).
+
 Importing this package registers the 4D classes with ``trellis_ext.models``' registry, so
 ``trellis_ext.models.from_pretrained`` (and ``ss4d.models.from_pretrained``) load SS4D checkpoints.
 """
@@ -30,6 +32,8 @@ register_model("SparseStructureFlow4DModel", lazy=("ss4d.models.ss_flow_4d", "Sp
 register_model("SLatFlow4DModel", lazy=("ss4d.models.slat_flow_4d", "SLatFlow4DModel"))
 register_model("SLatGaussianDecoder4D", lazy=("ss4d.models.slat_vae_4d", "SLatGaussianDecoder4D"))
 register_model("SLatEncoder4D", lazy=("ss4d.models.slat_vae_4d", "SLatEncoder4D"))
+for _name in ("SparseStructureFlowPerFrame", "SLatFlowPerFrame", "SLatGaussianDecoderPerFrame", "SLatEncoderPerFrame"):
+    register_model(_name, lazy=("ss4d.models.per_frame", _name))  # TRELLIS 3D models per frame (per_frame.py)
 register_variant("SLatGaussianDecoder", is_4d_config, ("ss4d.models.slat_vae_4d", "SLatGaussianDecoder4D"))
 register_variant("SLatEncoder", is_4d_config, ("ss4d.models.slat_vae_4d", "SLatEncoder4D"))
 

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="auto", help="auto (newest complete checkpoint, default), none, or a "
                                                     "checkpoint folder")
     p.add_argument("--seed", type=int, default=None, help="override trainer.seed")
-    p.add_argument("--init", default=None, help="override init: scratch | trellis:DIR | ss4d:DIR | run:DIR")
+    p.add_argument("--init", default=None, help="override init: scratch | trellis:DIR | ss4d:DIR | run:DIR | "
+                                                      "inflate:RUN (a 3D-pretraining run, inflated to 4D)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value by its dotted path, e.g. dataset.ss_encoder=ss_enc_conv3d or "
                         "trainer.lr=3e-4 (VALUE is read as JSON when it parses, else as a string)")

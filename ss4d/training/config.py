@@ -105,6 +105,12 @@ class TrainConfig:
             raise TrainingInputError(f"{source}: dataset.cond_source {raw['dataset']['cond_source']!r}",
                                      "use 'renders' (a random view per clip) or 'cond' (the fixed front camera)")
 
+    def _per_frame_model(self, key: str) -> bool:
+        """models.<key> names a per-frame 3D class (3D pretraining: any frame count)."""
+        from ..models.per_frame import PER_FRAME_CLASSES
+
+        return self.raw.get("models", {}).get(key, {}).get("name") in PER_FRAME_CLASSES
+
     def _phases(self, spec) -> List[Phase]:
         if not spec:
             raise TrainingInputError(f"{self.source}: no 'progressive' phases",
@@ -120,7 +126,7 @@ class TrainConfig:
                     or ph.batch_size % ph.micro_batches:
                 raise TrainingInputError(f"{self.source}: progressive[{i}] = {p} is invalid",
                                          "frames/steps/batch_size >= 1 and batch_size divisible by micro_batches")
-            if self.stage == "slat_flow" and ph.frames % 2:
+            if self.stage == "slat_flow" and ph.frames % 2 and not self._per_frame_model("denoiser"):
                 raise TrainingInputError(f"{self.source}: progressive[{i}] has {ph.frames} frames, but the SLat flow "
                                          "packs frames in pairs", "use an even number of frames (e.g. 8, 16, 32)")
             phases.append(ph)

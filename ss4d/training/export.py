@@ -11,6 +11,10 @@ Each ``--run`` is an ``ss4d-train`` output folder; its stage (``RUN/stage.json``
 | ``slat_vae`` | ``slat_decoder_gs`` -> ``ckpts/slat_dec_gs_4d`` | ``ckpts/slat_enc_4d`` |
 | ``ss_vae`` | ``sparse_structure_decoder`` -> ``ckpts/ss_dec_conv3d`` | ``ckpts/ss_enc_conv3d`` |
 
+A 3D-pretraining run (per-frame TRELLIS classes, ``ss4d.models.per_frame``) writes ``*_3d`` instead of ``*_4d``
+(``ckpts/ss_flow_video_3d``, ``ckpts/slat_enc_3d``, ...): exported as a pipeline, that is the per-frame
+"no temporal layers" baseline.
+
 Models no run gives are copied from ``--base`` (a TRELLIS-image-large or SS4D folder; e.g. the frozen SS
 decoder of the paper's recipe). The weights are each run's first EMA rate at its newest complete checkpoint.
 The samplers are the released settings (Euler with guidance interval [0.5, 1], ``rescale_t`` 3, CFG 7.5 for
@@ -30,6 +34,7 @@ from typing import Dict, List, Optional
 from torch import nn
 
 import ss4d.models  # noqa: F401  (registers the 4D classes)
+from ss4d.models.per_frame import is_per_frame
 from trellis_ext.atomic import atomic_directory
 from trellis_ext.models.checkpoint import build_model, from_pretrained, save_pretrained
 from trellis_ext.training.checkpoint import latest_complete
@@ -44,6 +49,8 @@ __all__ = ["export_pipeline", "load_run_models", "main", "SAMPLER_DEFAULTS"]
 
 SAMPLER_NAME = "FlowEulerGuidanceIntervalSampler"
 RELEASED_STEPS = 25
+#: stem suffixes: the 4D stages' checkpoints, and where a 3D-pretraining (per-frame) run's model goes instead
+FOUR_D_SUFFIX, PER_FRAME_SUFFIX = "_4d", "_3d"
 SS_CFG, SLAT_CFG = 7.5, 3.0
 CFG_INTERVAL = [0.5, 1.0]
 RESCALE_T = 3.0
@@ -102,6 +109,8 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
         stage, trained, info = load_run_models(run)
         for key, model in trained.items():
             pipe_key, stem = STAGES[stage].export[key]
+            if is_per_frame(model):  # a 3D-pretraining run: ckpts/*_4d -> ckpts/*_3d
+                stem = stem.replace(FOUR_D_SUFFIX, PER_FRAME_SUFFIX)
             if pipe_key is None:
                 extras[stem] = model
             else:

@@ -5,7 +5,9 @@
   the SS VAE halves are taken as they are;
 * ``ss4d:<folder>`` — an SS4D pipeline folder (``pipeline.json`` ``TrellisVideoTo4DPipeline``), e.g. the
   released weights or an ``ss4d-export-pipeline`` output;
-* ``run:<dir>`` — the live weights of the newest complete checkpoint of another run of the same stage.
+* ``run:<dir>`` — the live weights of the newest complete checkpoint of another run of the same stage;
+* ``inflate:<dir>`` — the same for a 3D-pretraining run (per-frame TRELLIS classes, ``ss4d.models.per_frame``),
+  inflated to 4D like TRELLIS weights (the temporal parts start as identities; ``configs/ss4d/inflate_from_trellis.json``).
 
 Trainable models are always fp32 (``use_fp16=False``): mixed precision comes from Accelerate's autocast
 (plain AdamW on fp16 weights diverges, TRELLIS issue #162). The EMA starts from these weights.
@@ -28,7 +30,7 @@ from .stage import Stage
 __all__ = ["build_models", "write_models_file", "model_config", "MODELS_FILE", "INIT_KINDS"]
 
 MODELS_FILE = "models.json"   # RUN/models.json: the {key: {name, args}} of the run's models
-INIT_KINDS = ("scratch", "trellis", "ss4d", "run")
+INIT_KINDS = ("scratch", "trellis", "ss4d", "run", "inflate")
 FP32 = {"use_fp16": False}
 
 
@@ -45,11 +47,14 @@ def build_models(stage: Stage, init: str) -> Dict[str, nn.Module]:
     """The stage's trainable models (fp32, train mode) from ``init`` (see the module docstring)."""
     kind, _, where = str(init).partition(":")
     if kind not in INIT_KINDS or (kind != "scratch" and not where):
-        raise TrainingInputError(f"bad --init {init!r}", "use scratch, trellis:<folder>, ss4d:<folder> or run:<dir>")
+        raise TrainingInputError(f"bad --init {init!r}",
+                                 "use scratch, trellis:<folder>, ss4d:<folder>, run:<dir> or inflate:<dir>")
     if kind == "scratch":
         models = _from_configs(stage, stage.cfg.models, stage.cfg.source)
     elif kind == "run":
         models = _from_run(stage, Path(where))
+    elif kind == "inflate":
+        models = _inflated(stage, _from_run(stage, Path(where)), where)
     else:
         models = _from_folder(stage, Path(where), kind)
     for key, m in models.items():
@@ -137,6 +142,22 @@ def _from_run(stage: Stage, run: Path) -> Dict[str, nn.Module]:
             raise TrainingInputError(f"--init run:{run}: {key} weights do not fit ({str(e).splitlines()[0]})",
                                      "use a run of the same stage and model shape") from None
     return models
+
+
+def _inflated(stage: Stage, models: Dict[str, nn.Module], run: str) -> Dict[str, nn.Module]:
+    """Per-frame 3D models of a 3D-pretraining run -> their 4D inflation (other models unchanged)."""
+    from ss4d.models.inflation import INFLATORS, load_inflation_config
+    from ss4d.models.per_frame import is_per_frame
+
+    if not any(is_per_frame(m) for m in models.values()):
+        raise TrainingInputError(f"--init inflate:{run} holds no 3D (per-frame) model to inflate",
+                                 "use run:<dir> to continue a 4D run")
+    args = load_inflation_config()
+    out = {}
+    for key, model in models.items():
+        pipe_key = stage.folder_keys[key][0]
+        out[key] = INFLATORS[pipe_key](model, **args.get(pipe_key, {})) if is_per_frame(model) else model
+    return out
 
 
 def write_models_file(run: Path, models: Dict[str, nn.Module]) -> None:

@@ -12,6 +12,7 @@ from trellis_ext.sparse import SparseTensor
 from trellis_ext.training.flow import apply_cfg_drop, cfg_drop_mask, per_clip_t, sparse_flow_loss
 
 from ..frames import fold_frames, fold_sparse_frames
+from ..models.per_frame import is_per_frame
 from .errors import TrainingInputError
 from .ss_flow import _check_cond_channels
 from .stage import Stage
@@ -23,7 +24,7 @@ class SLatFlowStage(Stage):
     name = "slat_flow"
     model_keys = ("denoiser",)
     needs_cond = True
-    expected_classes = {"denoiser": ("SLatFlow4DModel",)}
+    expected_classes = {"denoiser": ("SLatFlow4DModel", "SLatFlowPerFrame")}
     export = {"denoiser": ("slat_flow_model", "ckpts/slat_flow_video_4d")}
     folder_keys = {"denoiser": ("slat_flow_model", ("ckpts/slat_flow_img_dit_L_64l8p2_fp16",))}
 
@@ -69,6 +70,10 @@ class SLatFlowStage(Stage):
             raise TrainingInputError(f"the SLat flow takes {m.in_channels}-channel latents but {self.cfg.dataset['latent_set']}"
                                      f" has {c}", "encode the latents with the matching SLat encoder")
         _check_cond_channels(m, self.cond_encoder)
+        odd = [p.frames for p in self.cfg.phases if p.frames % 2]
+        if odd and not is_per_frame(m):
+            raise TrainingInputError(f"the phases use {odd[0]} frames, but the 4D SLat flow packs frames in pairs",
+                                     "use an even number of frames (or a per-frame 3D model for 3D pretraining)")
 
     def objective(self, models, batch, gen: torch.Generator, train: bool = True):
         model = models["denoiser"]

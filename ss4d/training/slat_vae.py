@@ -37,7 +37,8 @@ def psnr_from_mse(mse: float) -> float:
 class SLatVAEStage(Stage):
     name = "slat_vae"
     model_keys = ("encoder", "decoder")
-    expected_classes = {"encoder": ("SLatEncoder4D",), "decoder": ("SLatGaussianDecoder4D",)}
+    expected_classes = {"encoder": ("SLatEncoder4D", "SLatEncoderPerFrame"),
+                        "decoder": ("SLatGaussianDecoder4D", "SLatGaussianDecoderPerFrame")}
     export = {"decoder": ("slat_decoder_gs", "ckpts/slat_dec_gs_4d"), "encoder": (None, "ckpts/slat_enc_4d")}
     folder_keys = {"decoder": ("slat_decoder_gs", ("ckpts/slat_dec_gs_swin8_B_64l8gs32_fp16",)),
                    "encoder": ("slat_encoder", ("ckpts/slat_enc_swin8_B_64l8_fp16",))}

@@ -21,7 +21,7 @@ class SSFlowStage(Stage):
     name = "ss_flow"
     model_keys = ("denoiser",)
     needs_cond = True
-    expected_classes = {"denoiser": ("SparseStructureFlow4DModel",)}
+    expected_classes = {"denoiser": ("SparseStructureFlow4DModel", "SparseStructureFlowPerFrame")}
     export = {"denoiser": ("sparse_structure_flow_model", "ckpts/ss_flow_video_4d")}
     folder_keys = {"denoiser": ("sparse_structure_flow_model", ("ckpts/ss_flow_img_dit_L_16l8_fp16",))}
 
