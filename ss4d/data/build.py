@@ -172,6 +172,19 @@ def remove_stale_tmp(folder: Path) -> None:
             p.unlink()
 
 
+def spread_clips(clips: list, max_clips: int) -> list:
+    """At most ``max_clips`` of ``clips`` (0: all): the moving ones (``end > start``; one-key poses dropped),
+    picked evenly over their order (first and last included), so a character with dozens of clips gives a
+    few different motions."""
+    if max_clips <= 0 or len(clips) <= max_clips:
+        return clips
+    moving = [c for c in clips if c.end > c.start]
+    if len(moving) <= max_clips:
+        return moving
+    picks = np.linspace(0, len(moving) - 1, max_clips).round().astype(int)
+    return [moving[i] for i in picks]
+
+
 def find_assets(inputs: list[str], extensions: tuple[str, ...]) -> list[tuple[Path, str]]:
     """(path, relative name) of every asset under the inputs, sorted by relative name. Two different
     files with one relative name (``a/Fox.glb`` and ``b/Fox.glb`` given together) are an :class:`InputError`."""
@@ -215,6 +228,7 @@ class BuildConfig:
     fps: float = DEFAULT_FPS
     time_mode: str = "clamp"
     animations: str = "first"
+    max_clips: int = 0          # at most this many moving clips per asset, spread over its list (0: no cap)
     mesh_source: str = "auto"
     voxel_resolution: int = DEFAULT_RESOLUTION
     render: RenderSettings = field(default_factory=RenderSettings)
@@ -454,14 +468,15 @@ class DatasetBuilder:
             clips = list_clips(path)
         sel = self.cfg.animations
         if sel == "first":
-            return clips[:1]
-        if sel == "all":
-            return clips
-        wanted = [s.strip() for s in sel.split(",") if s.strip()]
-        picked = [c for c in clips if c.name in wanted]
-        if not picked:
-            raise ValueError(f"none of the animations {wanted} exist (have {[c.name for c in clips]})")
-        return picked
+            picked = clips[:1]
+        elif sel == "all":
+            picked = clips
+        else:
+            wanted = [s.strip() for s in sel.split(",") if s.strip()]
+            picked = [c for c in clips if c.name in wanted]
+            if not picked:
+                raise ValueError(f"none of the animations {wanted} exist (have {[c.name for c in clips]})")
+        return spread_clips(picked, self.cfg.max_clips)
 
     def _use_blender_mesh(self, path: Path) -> bool:
         src = self.cfg.mesh_source
@@ -943,6 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "first and last poses match, clamp the others; stretch: spread --frames over the whole clip "
                         "(ignores --fps). Frames past the clip's end are marked (num_real_frames, past_end)")
     g.add_argument("--animations", default="first", help="first | all | comma-separated animation names")
+    g.add_argument("--max-clips-per-asset", type=int, default=0, metavar="N",
+                   help="keep at most N of each asset's selected clips: the moving ones (a span > 0), N of them "
+                        "spread evenly over the asset's list (default 0: keep all)")
     g.add_argument("--mesh-source", choices=("auto", "native", "blender"), default="auto",
                    help="auto: glTF/GLB with the numpy loader, other formats through Blender")
     g.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="file types to pick up in folders")
@@ -1040,7 +1058,8 @@ def config_from_args(a: argparse.Namespace) -> BuildConfig:
                             denoise=a.denoise, device=a.blender_device, threads=a.blender_threads, ssaa=a.ssaa,
                             seed=a.seed, timeout_s=a.blender_timeout)
     return BuildConfig(output=Path(a.output), frames=a.frames, fps=a.fps, time_mode=a.time_mode,
-                       animations=a.animations, mesh_source=a.mesh_source, voxel_resolution=a.voxel_resolution,
+                       animations=a.animations, max_clips=a.max_clips_per_asset, mesh_source=a.mesh_source,
+                       voxel_resolution=a.voxel_resolution,
                        render=render, renderer=a.renderer, feature_model=a.feature_model,
                        aggregation=a.aggregation, visibility_tolerance=a.visibility_tolerance,
                        feature_batch=a.feature_batch, ss_encoder=a.ss_encoder, slat_encoder=a.slat_encoder,

@@ -64,6 +64,21 @@ def records(out: Path) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------ 1. clip identity
+def test_max_clips_per_asset_keeps_moving_clips_spread_over_the_list(tmp_path, rig_dir):
+    """--max-clips-per-asset 2 of the rig's four clips: the first and the last (ids keep the full-list index);
+    a one-key pose is never picked while moving clips are left."""
+    from ss4d.data.build import spread_clips
+    from ss4d.data.gltf_animation import ClipInfo
+
+    out = tmp_path / "ds"
+    s = DatasetBuilder(small_config(out, max_clips=2, **FRAMES)).run([str(rig_dir)])
+    assert not s.failures and sorted(records(out)) == ["rig__0-Take-001", "rig__3-x"]
+    clips = [ClipInfo(index=i, name=str(i), start=0.0, end=0.0 if i % 2 else 1.0) for i in range(7)]
+    assert [c.index for c in spread_clips(clips, 3)] == [0, 4, 6]           # the moving 0, 2, 4, 6: spread
+    assert [c.index for c in spread_clips(clips, 5)] == [0, 2, 4, 6]        # fewer moving clips than the cap
+    assert spread_clips(clips, 0) == clips and spread_clips(clips, 7) == clips
+
+
 def test_duplicate_and_non_ascii_animation_names_get_their_own_clips(tmp_path, rig_dir):
     out = tmp_path / "ds"
     s = DatasetBuilder(small_config(out, **FRAMES)).run([str(rig_dir)])
