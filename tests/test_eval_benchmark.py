@@ -79,3 +79,20 @@ def test_benchmark_bad_input(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and expect in err[0], (args, err)
     assert (occupied / "keep.txt").read_text() == "mine" and not (tmp_path / "r").exists()
+
+
+def test_benchmark_scores_the_named_animations_sampled_as_asked(setup, tmp_path, capsys):
+    """--animations picks the clips (here the Fox's held-out-style "Run", not its first "Survey"); --time-mode
+    stretch spreads the frames over the whole clip, as the small model's data was built."""
+    fox = SHARED / "data" / "assets" / "Fox.glb"
+    _, model = setup
+    out = tmp_path / "report"
+    code = main(["benchmark", "--assets", str(fox), "--model", str(model), "-o", str(out), "--animations", "Run",
+                 "--time-mode", "stretch", "--weights", str(tmp_path / "none"), *SMALL])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["per_asset"]) == ["Fox__2-Run"] and not report["failures"]
+    assert (report["settings"]["animations"], report["settings"]["time_mode"]) == ("Run", "stretch")
+    clip = json.loads((out / "dataset" / "clips" / "Fox__2-Run" / "clip.json").read_text())
+    times = clip["times"]
+    assert clip["time_mode_used"] == "stretch" and times[0] == pytest.approx(0.0) and times[-1] == pytest.approx(1.158, abs=1e-3)   # the clip's whole span

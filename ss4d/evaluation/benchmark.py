@@ -1,7 +1,8 @@
 """``ss4d-eval benchmark``: animated assets -> ground truth + input video -> a model -> scores -> a report.
 
 1. The data toolkit builds a small dataset from the assets (``ss4d-build-dataset`` steps ``mesh,
-   voxelize, render, cond``): ``frames`` frames per clip (first animation of each asset), ``views``
+   voxelize, render, cond``): ``frames`` frames per clip (the first animation of each asset, or those named
+   by ``animations``), ``views``
    orbit views at ``resolution``², and the input video from its fixed ``front`` conditioning camera
    (so the alignment of :mod:`ss4d.evaluation.alignment` is exact).
 2. ``ss4d-generate`` runs on each clip's conditioning frames (``--render none``).
@@ -51,6 +52,8 @@ class BenchmarkSettings:
     frames: int = CPU_PROTOCOL[1]
     resolution: int = CPU_PROTOCOL[2]
     fps: Optional[float] = None
+    animations: str = "first"   # the data toolkit's --animations: first | all | comma-separated names
+    time_mode: str = "clamp"    # the data toolkit's --time-mode (e.g. stretch: the frames span each clip)
     renderer: str = "torch"
     seed: int = 42
     sheet_times: int = 4
@@ -70,7 +73,7 @@ def build_ground_truth(assets: str | Path, out: Path, s: BenchmarkSettings) -> t
     render = RenderSettings(num_views=s.views, resolution=s.resolution, cond_camera="front",
                             cond_resolution=s.resolution, cond_video=False)
     cfg = BuildConfig(output=out, frames=s.frames, fps=s.fps or DEFAULT_FPS, render=render, renderer=s.renderer,
-                      steps=GT_STEPS, progress=s.progress)
+                      steps=GT_STEPS, progress=s.progress, animations=s.animations, time_mode=s.time_mode)
     summary = DatasetBuilder(cfg).run(paths)
     records = [r for r in FolderDataset(out).clip_records() if r.get("status") == "ok"]
     failures = {f["asset"] + (f" ({f['clip']})" if f["clip"] else ""): f"ground truth failed at {f['step']}: "

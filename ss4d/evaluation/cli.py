@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace --save-renders DIR if it exists")
     _common(s)
 
+    from ..data.build import BUILD_TIME_MODES
+
     s = sub.add_parser("benchmark", help="render animated assets, run a model, score it, write a report")
     s.add_argument("--assets", required=True, metavar="DIR", help="animated glTF/GLB files or a folder of them")
     s.add_argument("--model", required=True, metavar="FOLDER", help="SS4D pipeline folder (ss4d-generate --model)")
@@ -136,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground-truth and render size (default: 512 on CUDA as the paper, 128 on CPU)")
     s.add_argument("--fps", type=float, default=None, metavar="F",
                    help="animation sampling rate (default: the data toolkit's 24)")
+    s.add_argument("--animations", default="first", metavar="LIST",
+                   help="clips to score: first (default), all, or comma-separated animation names (the data "
+                        "toolkit's --animations; an asset with none of them is reported as failed)")
+    s.add_argument("--time-mode", choices=BUILD_TIME_MODES, default="clamp",
+                   help="how frames sample a clip (the data toolkit's --time-mode; stretch: spread them over it)")
     s.add_argument("--renderer", choices=("auto", "blender", "torch"), default="torch",
                    help="ground-truth renderer of the data toolkit (default torch: no Blender needed)")
     s.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")
@@ -223,7 +230,7 @@ def _benchmark(args) -> int:
     if frames % 2:
         raise InputError(f"--frames {frames} is odd", "SS4D needs an even number of frames")
     settings = BenchmarkSettings(views=views, frames=frames, resolution=resolution, fps=args.fps,
-                                 renderer=args.renderer, seed=args.seed, sheet_times=args.sheet_times,
+                                 animations=args.animations, time_mode=args.time_mode, renderer=args.renderer, seed=args.seed, sheet_times=args.sheet_times,
                                  progress=not args.no_progress)
     report = run_benchmark(args.assets, args.model, args.output, settings, _evaluator(args, device), device,
                            overwrite=args.overwrite)
