@@ -12,7 +12,8 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
   ``cond_source`` [``renders``: one random view shared by the clip's frames | ``cond``: the fixed camera],
   ``val_clips`` [[]] (clip ids held out for evaluation), ``max_voxels`` [0 = no limit].
 * ``conditioning``: ``encoder`` [``tiny-random``] (``ss4d.conditioning.resolve`` override: a DINOv2
-  folder/checkpoint or ``tiny-random``), ``mask`` (:class:`MaskConfig`).
+  folder/checkpoint or ``tiny-random``), ``mask`` (:class:`MaskConfig`), ``color`` (:class:`ColorConfig`; off
+  by default).
 * ``trainer``: ``lr`` [1e-4], ``weight_decay`` [0], ``betas``, ``mixed_precision`` [``bf16``|``fp16``|``no``],
   ``ema_rates`` [[0.9999]], ``grad_clip`` {max_norm 1, percentile 95, buffer 1000}, ``p_uncond`` [0.1],
   ``t_mean``/``t_std`` [1, 1], ``checkpoint_every`` [1000], ``keep_last`` [3], ``eval_every`` [0 = off],

@@ -25,6 +25,7 @@ from trellis_ext.training.flow import keyed_seed
 from ..data.layout import STATUS_OK, DatasetReader
 from ..preprocess import preprocess_frames
 from .errors import TrainingInputError
+from .color_augment import ColorConfig, apply_color, draw_color
 from .masking import MaskConfig, apply_masks, draw_masks
 
 __all__ = ["ClipInfo", "ClipIndex", "Window", "sample_rng", "conditioning_frames", "DATA_SALT"]
@@ -111,8 +112,10 @@ def _hint(kind: str) -> str:
 
 
 def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str, mask: MaskConfig,
-                        rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
-    """The window's conditioning frames, preprocessed and (``augment``) masked: float32 [T, 3, 518, 518]."""
+                        rng: np.random.Generator, augment: bool = True,
+                        color: Optional[ColorConfig] = None) -> torch.Tensor:
+    """The window's conditioning frames, preprocessed and (``augment``) colour-changed (``color``, one change per
+    clip) and masked: float32 [T, 3, 518, 518]."""
     if cond_source == "cond":
         video, _ = reader.load_cond(window.clip_id)
         rgba = [video[t] for t in window.frames]
@@ -127,5 +130,7 @@ def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str,
     images, _ = preprocess_frames(rgba)
     x = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
     if augment:
+        if color is not None and color.prob > 0:     # drawn only when enabled: the mask draws stay as they were
+            x = apply_color(x, draw_color(color, rng))
         x = apply_masks(x, draw_masks(x, mask, rng))
     return torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0)

@@ -19,6 +19,7 @@ from trellis_ext.training.flow import keyed_generator
 from ..data.layout import DatasetReader
 from .config import TrainConfig
 from .data import ClipIndex, ClipInfo, conditioning_frames, sample_rng
+from .color_augment import ColorConfig
 from .masking import MaskConfig
 
 __all__ = ["Stage", "TrainModule", "StageDataset", "set_gradient_checkpointing", "Batch"]
@@ -48,6 +49,7 @@ class Stage:
     def __init__(self, cfg: TrainConfig, reader: DatasetReader, source: str = "dataset"):
         self.cfg, self.reader, self.source = cfg, reader, source
         self.mask = MaskConfig.from_dict(cfg.conditioning.get("mask"))
+        self.color = ColorConfig.from_dict(cfg.conditioning.get("color"))
         self.cond_encoder = None
         self.index = ClipIndex(reader, self.requires(), cfg.dataset["max_frame"], cfg.dataset["strides"],
                                source=source, exclude=cfg.dataset["val_clips"])
@@ -92,7 +94,8 @@ class Stage:
             return self.cond_encoder.encode(images.to(device)).float()
 
     def cond_images(self, window, rng: np.random.Generator, augment: bool) -> torch.Tensor:
-        return conditioning_frames(self.reader, window, self.cfg.dataset["cond_source"], self.mask, rng, augment)
+        return conditioning_frames(self.reader, window, self.cfg.dataset["cond_source"], self.mask, rng, augment,
+                                   self.color)
 
 
 class TrainModule(nn.Module):
