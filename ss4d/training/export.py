@@ -18,8 +18,8 @@ A 3D-pretraining run (per-frame TRELLIS classes, ``ss4d.models.per_frame``) writ
 Models no run gives are copied from ``--base`` (a TRELLIS-image-large or SS4D folder; e.g. the frozen SS
 decoder of the paper's recipe). The weights are each run's first EMA rate at its newest complete checkpoint.
 The samplers are the released settings (Euler with guidance interval [0.5, 1], ``rescale_t`` 3, CFG 7.5 for
-the structure and 3 for the latents; ``--steps`` per stage). The condition encoder is the runs'
-``conditioning.encoder``: a random stand-in is saved into the folder; DINOv2 weights are not copied (the folder
+the structure and 3 for the latents; ``--steps`` per stage, ``--ss-cfg`` / ``--slat-cfg`` to change the
+strengths). The condition encoder is the runs' ``conditioning.encoder``: a random stand-in is saved into the folder; DINOv2 weights are not copied (the folder
 names ``dinov2_vitl14_reg``, found as ``ss4d-generate`` documents). ``--models-only`` writes just ``ckpts/``
 (e.g. the trained encoders before the SLat flow exists). Written atomically; exit 2 on bad input.
 """
@@ -98,7 +98,7 @@ def _cond_encoder(runs: List[Path]):
 
 
 def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None, steps: int = RELEASED_STEPS,
-                    models_only: bool = False) -> Path:
+                    models_only: bool = False, ss_cfg: float = SS_CFG, slat_cfg: float = SLAT_CFG) -> Path:
     from ..pipeline import PIPELINE_NAME, REQUIRED_MODELS, Pipeline
 
     models: Dict[str, nn.Module] = {}
@@ -150,7 +150,7 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
             encoder, _ = load_condition_encoder(".", override=enc_name)
         config = {"name": PIPELINE_NAME, "args": {
             "models": {k: stems[k] for k in REQUIRED_MODELS},
-            "sparse_structure_sampler": _sampler(SS_CFG, steps), "slat_sampler": _sampler(SLAT_CFG, steps),
+            "sparse_structure_sampler": _sampler(ss_cfg, steps), "slat_sampler": _sampler(slat_cfg, steps),
             "slat_normalization": normalization},
             "ss4d": {"exported_from": [str(r) for r in runs]}}
         from trellis_ext.pipelines.base import build_sampler
@@ -173,12 +173,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--base", default=None, help="folder to take the models no run gives from (TRELLIS/SS4D)")
     p.add_argument("--steps", type=int, default=RELEASED_STEPS, help="Euler steps per stage in pipeline.json")
     p.add_argument("--models-only", action="store_true", help="write only ckpts/ (no pipeline.json)")
+    p.add_argument("--ss-cfg", type=float, default=SS_CFG, help=f"CFG of the structure stage (released {SS_CFG})")
+    p.add_argument("--slat-cfg", type=float, default=SLAT_CFG, help=f"CFG of the SLat stage (released {SLAT_CFG})")
     a = p.parse_args(argv)
     try:
         if a.steps < 1:
             raise TrainingInputError(f"--steps must be >= 1, got {a.steps}", "e.g. 25")
+        if not (a.ss_cfg >= 0 and a.slat_cfg >= 0):
+            raise TrainingInputError(f"CFG strengths must be >= 0, got {a.ss_cfg} / {a.slat_cfg}", "e.g. 7.5 / 3")
         out = export_pipeline([Path(r) for r in a.run], Path(a.output), Path(a.base) if a.base else None, a.steps,
-                              a.models_only)
+                              a.models_only, a.ss_cfg, a.slat_cfg)
     except TrainingInputError as e:
         print(f"ss4d-export-pipeline: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
