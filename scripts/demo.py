@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """The main job: ``ss4d-generate`` on the clip in ``assets/``, end to end.
 
-Until trained weights ship, it uses a tiny pipeline with **random weights** that it writes to
-``checkpoints/tiny_ss4d/`` on first use (a few seconds; ignored by git). Random weights mean the
-Gaussians are an abstract shape, not the dancing robot: the demo shows the whole path working
-(video reading, matting, preprocessing, both flow stages, decoding, PLY/npz export, renders,
-an animated GLB and .splat files, result.json). With ``--model PATH`` pointing at the official SS4D
-folder it runs the real thing.
+It uses the model ``ss4d-generate`` picks without ``--model`` (``ss4d.default_model``): the official
+SS4D weights when ``$SS4D_MODEL`` or ``checkpoints/SS4D`` gives them, else the small SS4D trained here
+and shipped in ``checkpoints/ss4d-small`` (a small model trained on a few animated assets: a coarse
+moving figure, not the released model's quality; see its model card). ``--tiny`` uses a tiny pipeline
+with **random weights** instead (written to ``checkpoints/tiny_ss4d/``; an abstract shape, for checking
+the path without any weights). Every run goes the whole way: video reading, matting, preprocessing,
+both flow stages, decoding, PLY/npz export, renders, an animated GLB and .splat files, result.json.
 
 Outputs go to ``outputs/demo/`` of the checkout (see ``result.json`` there); a rerun replaces that
 previous demo output and nothing else. Relative ``-o``/``--video``/``--model`` paths and every
@@ -46,7 +47,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                     help="output folder (default: outputs/demo of the checkout, replaced on each run)")
-    ap.add_argument("--model", help="an SS4D model folder (default: the tiny random-weight pipeline)")
+    ap.add_argument("--model", help="an SS4D model folder (default: ss4d-generate's default, e.g. the shipped "
+                                    "small model checkpoints/ss4d-small)")
+    ap.add_argument("--tiny", action="store_true", help="use the tiny random-weight pipeline instead")
     ap.add_argument("--frames", type=int, default=8, help="frames of the clip to use (even; default 8)")
     ap.add_argument("--stride", type=int, default=4, help="use every K-th frame (default 4: 8 frames span 2 s)")
     ap.add_argument("--video", default=CLIP, help="input clip (default: assets/dancing_robot_fg.mp4)")
@@ -58,17 +61,21 @@ def main() -> int:
         args.model = os.path.abspath(args.model)
 
     t0 = time.time()
-    model = args.model
-    if model is None:
+    from ss4d.default_model import NOTHING_FOUND, resolve_model
+
+    model, how = resolve_model(args.model)
+    if args.tiny or how == NOTHING_FOUND:
         model = TINY
         if not os.path.isfile(os.path.join(TINY, "pipeline.json")):
             print(f"[demo] writing a tiny pipeline with RANDOM weights to {os.path.relpath(TINY, REPO)}/ "
-                  f"(no trained SS4D weights are bundled)", flush=True)
+                  f"({'--tiny' if args.tiny else 'no model folder found'})", flush=True)
             from ss4d.tiny import write_tiny_video_to_4d
 
             write_tiny_video_to_4d(TINY)
         print("[demo] NOTE: the weights are RANDOM, so the result is an abstract blob, not the robot; "
               "it shows every stage working. Pass --model <SS4D folder> for the real model.", flush=True)
+    else:
+        print(f"[demo] model: {_shown(model)} ({how})", flush=True)
     replace = ["--overwrite"] if args.output == DEFAULT_OUTPUT else []  # only the demo's own folder
     cmd = generate_command() + [args.video, "-o", args.output, "--model", model, "--frames", str(args.frames),
                                 "--stride", str(args.stride)] + replace + EXPORTS + args.extra

@@ -15,7 +15,8 @@ progress). A bad input comes back as the CLI's one-line message, shown on the pa
   ``ss4d-app-*`` under the system temp dir, removed at exit): at most ``--max-runs`` result
   folders are kept (oldest deleted first), a visitor's results are deleted when the page is
   closed, and gradio's own upload cache there is swept every :data:`CACHE_SWEEP_S` seconds.
-* **Models**: ``--model PATH`` (default ``$SS4D_MODEL`` or ``checkpoints/SS4D`` when present) and
+* **Models**: ``--model PATH`` (default ``$SS4D_MODEL``, ``checkpoints/SS4D`` and the shipped small model
+  ``checkpoints/ss4d-small`` when present) and
   the tiny random-weight pipeline (``ss4d.tiny``; written on first use), which runs anywhere in
   seconds but produces an abstract shape.
 """
@@ -305,12 +306,12 @@ def serve(config: AppConfig, host: str, port: int, max_queue: int = DEFAULT_MAX_
 
 
 def _models(extra: Optional[str], tiny_only: bool = False) -> Dict[str, str]:
-    from .cli import DEFAULT_MODEL, DEFAULT_MODEL_ENV
+    from .default_model import MODEL_ENV, OFFICIAL_DIR, SMALL_MODEL_DIR
 
     models: Dict[str, str] = {}
     if tiny_only:
         return {TINY_LABEL: str(TINY_DIR)}
-    for path in (extra, os.environ.get(DEFAULT_MODEL_ENV), str(REPO / DEFAULT_MODEL)):
+    for path in (extra, os.environ.get(MODEL_ENV), str(REPO / OFFICIAL_DIR), str(SMALL_MODEL_DIR)):
         if path and os.path.isdir(path) and os.path.abspath(path) not in map(os.path.abspath, models.values()):
             models[f"{Path(path).name} ({path})"] = path
     models[TINY_LABEL] = str(TINY_DIR)
@@ -322,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to serve on (default {DEFAULT_HOST}: this machine "
                    "only; 0.0.0.0 shares it on your network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--model", metavar="PATH", help="an SS4D model folder (default $SS4D_MODEL or checkpoints/SS4D "
-                   "when present; the tiny random-weight pipeline is always offered)")
+    p.add_argument("--model", metavar="PATH", help="an SS4D model folder (default $SS4D_MODEL, checkpoints/SS4D and "
+                   "checkpoints/ss4d-small when present; the tiny random-weight pipeline is always offered)")
     p.add_argument("--tiny", action="store_true", help="offer only the tiny random-weight pipeline (a try-out "
                    "without weights; what the browser test uses)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

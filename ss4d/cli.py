@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import List, Optional
 
 from .exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, report_error
+from .default_model import MODEL_ENV, OFFICIAL_DIR, resolve_model
 from .io.output import PRODUCER
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
 
 PROG = PRODUCER  # "ss4d-generate": result.json's command[0] marks a folder as an ss4d output
 MAX_SEED = 2 ** 63 - 1  # torch generators take a signed 64-bit seed on every device
-DEFAULT_MODEL_ENV = "SS4D_MODEL"
+DEFAULT_MODEL_ENV = MODEL_ENV
 BATCH_JSON = "batch.json"  # the per-item summary of a --batch run
-DEFAULT_MODEL = os.path.join("checkpoints", "SS4D")
+DEFAULT_MODEL = OFFICIAL_DIR
 CPU_RESOLUTION, CUDA_RESOLUTION = 256, 512
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096  # render sizes accepted by --resolution
 MIN_TURNTABLE_FPS = 8.0  # the turntable loops the clip; slow clips would make it crawl
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: outputs/<VIDEO name>)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT if it is a previous ss4d output (a folder holding anything else is refused)")
-    p.add_argument("--model", metavar="PATH", help=f"SS4D model folder (default: ${DEFAULT_MODEL_ENV} or {DEFAULT_MODEL})")
+    p.add_argument("--model", metavar="PATH", help=f"SS4D model folder (default: ${DEFAULT_MODEL_ENV}, else "
+                   f"{DEFAULT_MODEL} when present, else the small model shipped in checkpoints/ss4d-small)")
     p.add_argument("--dinov2", metavar="PATH", help="DINOv2-with-registers weights, if not inside the model folder "
                    "(transformers folder or torch.hub .pth)")
 
@@ -267,11 +269,10 @@ def _check_flags(args) -> None:
 def _model_path(args, must_exist: bool = True) -> str:
     from .pipeline import missing_model_error
 
-    path = args.model or os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL
+    path, how = resolve_model(args.model)
     if must_exist and not os.path.exists(path):
-        how = "--model" if args.model else (f"${DEFAULT_MODEL_ENV}" if os.environ.get(DEFAULT_MODEL_ENV) else "the default")
-        raise missing_model_error(path, how, " (to try the tool without weights: make demo, which uses a tiny "
-                                             "random-weight pipeline)")
+        raise missing_model_error(path, how, " (or leave --model out to use the small model shipped in "
+                                             "checkpoints/ss4d-small)")
     return path
 
 
@@ -304,6 +305,7 @@ class _PipelineLoader:
         args, log = self.args, self.log
         t0 = time.perf_counter()
         model_path = _model_path(args)
+        _, how = resolve_model(args.model)
         pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
         if args.low_vram:
             pipe.enable_low_vram()
@@ -317,7 +319,7 @@ class _PipelineLoader:
                 "shape, not a reconstruction of your video")
         dtype_name = str(pipe.dtype).replace("torch.", "")
         threads = f", {_plural(torch.get_num_threads(), 'CPU thread')}" if args.device == "cpu" else ""
-        log(f"model {model_path} on {args.device} ({dtype_name}{threads})")
+        log(f"model {model_path} ({how}) on {args.device} ({dtype_name}{threads})")
         self.pipe = pipe
         return pipe
 
