@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup demo app test test-fast bench clean
+.PHONY: setup demo app test test-fast bench small-model clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ app: setup
 # Python is 3.11, otherwise those tests skip with a note.
 test: setup setup-blender-if-possible setup-browser-if-possible setup-gltf-validator-if-possible
 	$(VPY) -m pytest -q tests
+
+# Re-train the shipped small model checkpoints/ss4d-small from the asset files it lists (about 45 minutes on a
+# 2-core CPU; see checkpoints/ss4d-small/README.md). ARGS="--skip-eval" stops after installing the weights.
+small-model: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(VPY) scripts/train/small_model.py $(ARGS)
 
 test-fast: setup
 	$(VPY) -m pytest -q -m "not slow" tests

@@ -230,8 +230,8 @@ def _benchmark(args) -> int:
     if frames % 2:
         raise InputError(f"--frames {frames} is odd", "SS4D needs an even number of frames")
     settings = BenchmarkSettings(views=views, frames=frames, resolution=resolution, fps=args.fps,
-                                 animations=args.animations, time_mode=args.time_mode, renderer=args.renderer, seed=args.seed, sheet_times=args.sheet_times,
-                                 progress=not args.no_progress)
+                                 animations=args.animations, time_mode=args.time_mode, renderer=args.renderer,
+                                 seed=args.seed, sheet_times=args.sheet_times, progress=not args.no_progress)
     report = run_benchmark(args.assets, args.model, args.output, settings, _evaluator(args, device), device,
                            overwrite=args.overwrite)
     print(report)

@@ -7,7 +7,8 @@
   released weights or an ``ss4d-export-pipeline`` output;
 * ``run:<dir>`` — the live weights of the newest complete checkpoint of another run of the same stage;
 * ``inflate:<dir>`` — the same for a 3D-pretraining run (per-frame TRELLIS classes, ``ss4d.models.per_frame``),
-  inflated to 4D like TRELLIS weights (the temporal parts start as identities; ``configs/ss4d/inflate_from_trellis.json``).
+  inflated to 4D like TRELLIS weights (the temporal parts start as identities;
+  ``configs/ss4d/inflate_from_trellis.json``).
 
 Trainable models are always fp32 (``use_fp16=False``): mixed precision comes from Accelerate's autocast
 (plain AdamW on fp16 weights diverges, TRELLIS issue #162). The EMA starts from these weights.

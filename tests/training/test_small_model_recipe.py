@@ -1,0 +1,64 @@
+"""``make small-model`` (scripts/train/small_model.py): it only ever trains on the listed asset bytes, and its
+configs are the paper's recipe in miniature (3D pretraining on single frames -> inflate -> progressive 4D)."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "train" / "small_model.py"
+DATA_LIST = REPO / "checkpoints" / "ss4d-small" / "data.json"
+DATA_ROOT = REPO.parent / "shared" / "data"
+CONFIGS = REPO / "configs" / "train" / "small"
+
+
+def listed(spec: dict) -> list:
+    entries = [e for g in spec["groups"] for e in g["files"]] + spec["heldout"]
+    return entries + [s for e in entries for s in e.get("siblings", [])]
+
+
+@pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"shared data not found at {DATA_ROOT}")
+def test_the_listed_assets_are_present_with_their_bytes():
+    spec = json.loads(DATA_LIST.read_text())
+    objects = {e["file"] for g in spec["groups"] for e in g["files"]} | {e["file"] for e in spec["heldout"]}
+    assert len(objects) >= 20
+    for e in listed(spec):
+        assert hashlib.sha256((DATA_ROOT / e["file"]).read_bytes()).hexdigest() == e["sha256"], e["file"]
+    train = {Path(e["file"]).name for g in spec["groups"] for e in g["files"]}
+    assert not train & {Path(e["file"]).name for e in spec["heldout"]}          # the held-out asset never trains
+
+
+def test_other_bytes_stop_the_recipe_before_anything_is_written(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "a.glb").write_bytes(b"not the listed bytes")
+    spec = {"groups": [{"name": "g", "files": [{"file": "a.glb", "sha256": "0" * 64}]}], "heldout": []}
+    (tmp_path / "data.json").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--dest", str(tmp_path / "dest"),
+                        "--data-list", str(tmp_path / "data.json"), "--data-root", str(tmp_path / "root")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "differs from the listed" in p.stderr and "a.glb" in p.stderr
+    assert not out.exists() and not (tmp_path / "dest").exists()
+
+
+def test_configs_are_3d_pretraining_then_inflated_progressive_4d():
+    from ss4d.models.per_frame import PER_FRAME_CLASSES
+    from ss4d.training.config import TrainConfig
+
+    spec = json.loads(DATA_LIST.read_text())
+    val = sorted(TrainConfig(json.loads((CONFIGS / "slat_flow_4d.json").read_text())).dataset["val_clips"])
+    held = sorted(c for g in spec["groups"] for e in g["files"] for c in e.get("heldout_clips", []))
+    assert sorted(v.split("-", 1)[1] for v in val) == held      # clip ids <asset>__<index>-<animation>
+    for stage in ("ss_flow", "slat_vae", "slat_flow"):
+        three_d = TrainConfig(json.loads((CONFIGS / f"{stage}_3d.json").read_text()))
+        four_d = TrainConfig(json.loads((CONFIGS / f"{stage}_4d.json").read_text()))
+        assert all(m["name"] in PER_FRAME_CLASSES for m in three_d.raw["models"].values())
+        assert [p.frames for p in three_d.phases] == [1]
+        assert four_d.raw["init"].startswith("inflate:") and four_d.raw["init"].endswith(f"{stage}_3d")
+        frames = [p.frames for p in four_d.phases]
+        assert frames == sorted(frames) and frames[0] > 1 and len(frames) > 1           # progressive
+        assert three_d.dataset["val_clips"] == four_d.dataset["val_clips"] == TrainConfig(
+            json.loads((CONFIGS / "slat_flow_4d.json").read_text())).dataset["val_clips"]
