@@ -162,8 +162,12 @@ class Recipe:
     # ------------------------------------------------------------------ steps
     def check_assets(self) -> dict:
         """The asset list, every listed file (and sibling file) checked against its SHA-256."""
-        spec = json.loads(self.data_list.read_text())
-        entries = [e for g in spec["groups"] for e in g["files"]] + spec["heldout"]
+        try:
+            spec = json.loads(self.data_list.read_text())
+            entries = [e for g in spec["groups"] for e in g["files"]] + spec["heldout"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sys.exit(f"[small-model] cannot read the asset list {self.data_list} ({e}); it needs \"groups\" "
+                     f"[{{name, animations, max_clips, files}}] and \"heldout\" (see {DEFAULT_DEST / DATA_LIST})")
         for entry in entries + [s for e in entries for s in e.get("siblings", [])]:
             src = self.data_root / entry["file"]
             if not src.is_file():

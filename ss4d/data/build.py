@@ -1049,7 +1049,7 @@ def config_from_args(a: argparse.Namespace) -> BuildConfig:
         err(f"unknown steps {bad}; choose from {list(STEPS)}")
     for name, val, lo in (("--frames", a.frames, 1), ("--views", a.views, 1), ("--resolution", a.resolution, 8),
                           ("--voxel-resolution", a.voxel_resolution, 2), ("--samples", a.samples, 1),
-                          ("--ssaa", a.ssaa, 1)):
+                          ("--ssaa", a.ssaa, 1), ("--max-clips-per-asset", a.max_clips_per_asset, 0)):
         if val < lo:
             err(f"{name} must be >= {lo}, got {val}")
     render = RenderSettings(num_views=a.views, resolution=a.resolution, radius=a.radius, fov_deg=a.fov,

@@ -62,3 +62,10 @@ def test_configs_are_3d_pretraining_then_inflated_progressive_4d():
         assert frames == sorted(frames) and frames[0] > 1 and len(frames) > 1           # progressive
         assert three_d.dataset["val_clips"] == four_d.dataset["val_clips"] == TrainConfig(
             json.loads((CONFIGS / "slat_flow_4d.json").read_text())).dataset["val_clips"]
+
+
+def test_a_missing_asset_list_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--data-list",
+                        str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "cannot read the asset list" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
