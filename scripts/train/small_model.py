@@ -2,10 +2,12 @@
 """The small SS4D trained here, end to end (``make small-model``): SS4D's recipe in miniature.
 
     python scripts/train/small_model.py [--out outputs/small_model] [--dest checkpoints/ss4d-small]
-                                        [--data-root ../shared/data] [--scale 1.0] [--skip-eval]
+                                        [--data-list DEST/data.json] [--data-root ../shared/data]
+                                        [--scale 1.0] [--skip-eval]
 
 1. **data**: the asset files listed in ``DEST/data.json`` (each checked against its SHA-256; nothing is
-   fetched) are built into a dataset with ``ss4d-build-dataset`` (torch renderer, the tiny random DINOv2).
+   fetched) are built into one dataset with ``ss4d-build-dataset``, a call per group of the list (its clip
+   selection), with the torch renderer and the tiny random DINOv2.
 2. **3D pretraining**: the SS VAE, then TRELLIS's 3D classes (``ss4d.models.per_frame``) on single frames:
    structure flow, SLat VAE, SLat flow (on latents of the 3D encoder).
 3. **inflate + progressive 4D fine-tuning** (``--init inflate:RUN``): structure flow, SLat VAE, SLat flow (on
@@ -14,9 +16,10 @@
    layers" baseline), then install ``OUT/model``'s files into ``DEST`` one by one (``DEST``'s model card,
    data list and pictures stay) with ``DEST/reference.json`` (its outputs on a fixed input, for the tests) and
    ``DEST/training.json`` (steps, wall times, losses, hardware).
-5. **evaluate** (unless ``--skip-eval``): ``ss4d-eval benchmark`` of the small model, the per-frame 3D
-   model and the tiny random pipeline on the held-out clips of the training assets and on the held-out
-   asset; ``DEST/eval.json`` gets the table.
+5. **demo and evaluation**: ``DEST/demo_sheet.png`` (the demo clip beside the model's views); unless
+   ``--skip-eval``, ``ss4d-eval benchmark`` of the small model, the per-frame 3D model and the tiny random
+   pipeline on the held-out clips of the training assets and on the held-out assets (``DEST/eval.json``, the
+   small model's contact sheets); then the results tables of the model card ``DEST/README.md`` are rewritten.
 
 Configs: ``configs/train/small/*.json`` (``--scale`` multiplies every phase's steps, e.g. 0.05 for a smoke
 run). Every stage resumes: rerunning after an interruption continues where it stopped. Seeds are fixed
@@ -45,7 +48,6 @@ DEFAULT_OUT = REPO / "outputs" / "small_model"
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 DATA_LIST = "data.json"          # DEST/data.json: the asset files, their SHA-256 and roles
 FEATURES = "tiny-random"         # the condition/feature encoder (DINOv2 cannot be had here)
-FEATURE_SET = "dinov2_tiny_random_visible"
 BUILD_ARGS = ["--frames", "8", "--time-mode", "stretch", "--views", "16",
               "--resolution", "128", "--renderer", "torch", "--feature-model", FEATURES,
               "--voxel-resolution", "32", "--seed", "0", "--no-progress"]
