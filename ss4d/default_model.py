@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL_ENV = "SS4D_MODEL"
 OFFICIAL_DIR = os.path.join("checkpoints", "SS4D")
 SMALL_MODEL_DIR = REPO / "checkpoints" / "ss4d-small"
-SMALL_MODEL_LABEL = "the small SS4D trained by ss4d (checkpoints/ss4d-small; not the released model)"
+SMALL_MODEL_LABEL = "the small SS4D trained by ss4d, not the released model"
 PIPELINE_FILE = "pipeline.json"
 NOTHING_FOUND = "the default"    # how: no folder was named or found (the official location is returned)
 
