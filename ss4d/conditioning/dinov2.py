@@ -4,7 +4,12 @@ One loader for the data toolkit (per-voxel features) and the 4D pipeline (frame 
 built on transformers' ``Dinov2WithRegistersModel``. Sources accepted by :func:`load_dinov2`:
 
 * ``"tiny-random"`` - a tiny randomly initialised model of the same class (seeded, for tests);
-  ``"random-vitl14-reg"`` - the full-size architecture, randomly initialised.
+  ``"random-vitl14-reg"`` - the full-size architecture, randomly initialised;
+  ``"small-sincos"`` - a small random model of the same class whose position embeddings are a fixed 2D
+  sin-cos table (:data:`SMALL_SINCOS`): the condition encoder of the small model trained here. A random
+  DINOv2's learned-position slot holds tiny random vectors (norm ~0.1 against ~5 for a patch's content), so
+  its tokens hardly say *where* a patch is and a flow conditioned on them cannot place an object's parts;
+  the sin-cos table (norm ~6 at width 64) makes the patch grid readable.
 * a transformers folder (``config.json`` + weights), e.g. ``facebook/dinov2-with-registers-large``
   saved locally;
 * a torch.hub checkpoint in the facebookresearch/dinov2 layout (``dinov2_vitl14_reg4_pretrain.pth``,
@@ -37,10 +42,18 @@ VITL14_REG = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16
                   patch_size=PATCH_SIZE, image_size=INPUT_SIZE, num_register_tokens=NUM_REGISTERS,
                   layerscale_value=1e-5, layer_norm_eps=LAYER_NORM_EPS)
 TINY_RANDOM = dict(VITL14_REG, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2)
+#: ``"small-sincos"``: width 64 (more of each 14x14 patch survives the random projection than at 32), one
+#: head per layer; the blocks start near identity (DINOv2's layer scale), so a token is the patch's random
+#: projection plus its grid position, layer-normalised by :meth:`DINOv2Encoder.encode`.
+SMALL_SINCOS = dict(VITL14_REG, hidden_size=64, num_hidden_layers=2, num_attention_heads=1, mlp_ratio=2)
+#: Frequency base of its position table: over a 37-patch grid the usual 10000 leaves half the frequencies
+#: almost constant; with 100 the periods run from ~6 patches to a few grid widths.
+SMALL_SINCOS_BASE = 100.0
 HEAD_DIM = 64  # ViT-S/B/L/g all use 64-dim heads; used to infer num_heads from a hub checkpoint
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 TINY_RANDOM_NAME = "tiny-random"
 FULL_RANDOM_NAME = "random-vitl14-reg"
+SMALL_SINCOS_NAME = "small-sincos"
 #: The encoder's name in official ``pipeline.json`` files (``image_cond_model``) and torch.hub.
 DINOV2_NAME = "dinov2_vitl14_reg"
 
@@ -123,6 +136,21 @@ def _new_model(config_kwargs: dict, seed: int | None = None) -> nn.Module:
             torch.random.set_rng_state(state)
 
 
+def _with_sincos_positions(model: nn.Module) -> nn.Module:
+    """Overwrite the patch positions of ``model.embeddings.position_embeddings`` [1, 1 + g², C] with the fixed
+    2D sin-cos table of the g x g grid (the CLS slot gets zeros). Saved with the weights, so the folder loads
+    as any DINOv2 checkpoint."""
+    from trellis_ext.modules.embeddings import sincos_grid_2d
+
+    pos = model.embeddings.position_embeddings
+    side = model.config.image_size // model.config.patch_size
+    table = sincos_grid_2d(side, pos.shape[-1], SMALL_SINCOS_BASE)
+    with torch.no_grad():
+        pos.zero_()
+        pos[0, 1:] = table.to(pos.dtype)
+    return model
+
+
 def dinov2_name(source: str | Path) -> str:
     """The name :func:`load_dinov2` gives the encoder of ``source``, without loading any weights."""
     src = str(source)
@@ -130,6 +158,8 @@ def dinov2_name(source: str | Path) -> str:
         return "dinov2_tiny_random"
     if src == FULL_RANDOM_NAME:
         return f"{DINOV2_NAME}_random"
+    if src == SMALL_SINCOS_NAME:
+        return "dinov2_small_sincos_random"
     return DINOV2_NAME
 
 
@@ -141,6 +171,8 @@ def load_dinov2(source: str | Path = TINY_RANDOM_NAME, device: str | torch.devic
         enc = DINOv2Encoder(_new_model(TINY_RANDOM, seed), name)
     elif src == FULL_RANDOM_NAME:
         enc = DINOv2Encoder(_new_model(VITL14_REG, seed), name)
+    elif src == SMALL_SINCOS_NAME:
+        enc = DINOv2Encoder(_with_sincos_positions(_new_model(SMALL_SINCOS, seed)), name)
     else:
         path = Path(src)
         if path.is_dir() and (path / "config.json").is_file():

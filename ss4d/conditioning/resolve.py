@@ -3,7 +3,8 @@
 ``pipeline.json``'s ``image_cond_model`` names the encoder (``"dinov2_vitl14_reg"`` in the official
 folders, which TRELLIS/SS4D fetch with ``torch.hub`` at run time). We look, in order, at:
 
-1. an explicit ``override`` (a path, an encoder object, or ``"tiny-random"`` / ``"random-vitl14-reg"``);
+1. an explicit ``override`` (a path, an encoder object, or ``"tiny-random"`` / ``"random-vitl14-reg"`` /
+   ``"small-sincos"``);
 2. ``<folder>/image_cond_model.safetensors``: the tiny patch-embed stand-in (keys ``patch_embed.*``,
    ``prefix_tokens``, ``pos_embed``) or a DINOv2 hub checkpoint converted to safetensors;
 3. ``<folder>/image_cond_model/``: a transformers ``Dinov2WithRegistersModel`` folder
@@ -24,17 +25,18 @@ from typing import Optional, Tuple, Union
 from torch import nn
 
 from ..errors import ModelFolderError
-from .dinov2 import DINOV2_NAME, FULL_RANDOM_NAME, TINY_RANDOM_NAME, load_dinov2
+from .dinov2 import DINOV2_NAME, FULL_RANDOM_NAME, SMALL_SINCOS_NAME, TINY_RANDOM_NAME, load_dinov2
 from .patch_embed import PatchEmbedEncoder, is_patch_embed_state_dict
 
 __all__ = ["load_condition_encoder", "find_condition_encoder", "ENCODER_FILE", "ENCODER_DIR", "DINOV2_ENV",
-           "HUB_CHECKPOINT"]
+           "HUB_CHECKPOINT", "RANDOM_NAMES"]
 
 ENCODER_FILE = "image_cond_model.safetensors"
 ENCODER_DIR = "image_cond_model"
 DINOV2_ENV = "SS4D_DINOV2"
 HUB_CHECKPOINT = "dinov2_vitl14_reg4_pretrain.pth"
-RANDOM_NAMES = (TINY_RANDOM_NAME, FULL_RANDOM_NAME)
+#: Encoders made here from a seed (no weights to find): a model folder of a run conditioned on one stores it.
+RANDOM_NAMES = (TINY_RANDOM_NAME, FULL_RANDOM_NAME, SMALL_SINCOS_NAME)
 
 
 def _hub_cache() -> Path:

@@ -142,7 +142,7 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
         if normalization is None:
             raise TrainingInputError("no slat_normalization: export needs the slat_flow run",
                                      "add --run of the slat_flow stage")
-        from ..conditioning.resolve import load_condition_encoder
+        from ..conditioning.resolve import RANDOM_NAMES, load_condition_encoder
 
         enc_name = _cond_encoder(runs)
         encoder = None
@@ -159,8 +159,8 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
         slat_sampler, slat_params = build_sampler(config["args"]["slat_sampler"], "export")
         pipe = Pipeline({k: models[k] for k in REQUIRED_MODELS}, ss_sampler, ss_params, slat_sampler, slat_params,
                         normalization, encoder if encoder is not None else nn.Identity(), config=config)
-        random_encoder = encoder is not None and "random" in str(getattr(encoder, "name", ""))
-        pipe.save_pretrained(tmp, include_image_cond_model=random_encoder)
+        made_here = enc_name in RANDOM_NAMES      # a seeded stand-in: the folder must carry it (DINOv2 is not copied)
+        pipe.save_pretrained(tmp, include_image_cond_model=made_here)
         for stem, model in extras.items():
             save_pretrained(model, str(tmp / stem))
     return output

@@ -73,3 +73,18 @@ def test_a_missing_asset_list_is_one_line(tmp_path):
                         str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "cannot read the asset list" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_flows_condition_on_one_encoder_of_their_width():
+    """Both flows (3D and 4D) are conditioned by the same encoder (the export stores one), and the 3D classes'
+    cond_channels are that encoder's token width (the 4D runs inherit the inflated 3D models)."""
+    from ss4d.conditioning.resolve import load_condition_encoder
+    from ss4d.training.config import TrainConfig
+
+    cfgs = {n: TrainConfig(json.loads((CONFIGS / f"{n}.json").read_text()))
+            for n in ("ss_flow_3d", "ss_flow_4d", "slat_flow_3d", "slat_flow_4d")}
+    encoders = {c.raw["conditioning"]["encoder"] for c in cfgs.values()}
+    assert len(encoders) == 1, encoders
+    width = load_condition_encoder(".", override=encoders.pop())[0].channels
+    for name in ("ss_flow_3d", "slat_flow_3d"):
+        assert cfgs[name].raw["models"]["denoiser"]["args"]["cond_channels"] == width, name

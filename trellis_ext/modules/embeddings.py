@@ -18,7 +18,8 @@ import math
 import torch
 import torch.nn as nn
 
-__all__ = ["AbsolutePositionEmbedder", "TimestepEmbedder", "timestep_embedding", "sincos_frequencies"]
+__all__ = ["AbsolutePositionEmbedder", "TimestepEmbedder", "timestep_embedding", "sincos_frequencies",
+           "sincos_grid_2d"]
 
 #: Base of the geometric frequency ladders.
 SINUSOID_BASE = 10000.0
@@ -61,6 +62,25 @@ class AbsolutePositionEmbedder(nn.Module):
         if pad > 0:
             emb = torch.cat([emb, emb.new_zeros(n, pad)], dim=-1)
         return emb
+
+
+def sincos_grid_2d(side: int, channels: int, base: float = SINUSOID_BASE) -> torch.Tensor:
+    """Fixed 2D sinusoidal table of a ``side`` x ``side`` patch grid, row-major: [side², channels] fp32.
+
+    Half the channels encode the row, half the column: ``[sin(r·f), cos(r·f), sin(c·f), cos(c·f)]`` with
+    ``f = sincos_frequencies(channels // 4, base)`` (each (sin, cos) pair has norm 1, so a row has norm
+    sqrt(channels / 2)); ``channels`` must be a multiple of 4. Neighbouring patches get similar vectors.
+    """
+    if channels % 4 or channels <= 0:
+        raise ValueError(f"channels must be a positive multiple of 4, got {channels}")
+    freqs = sincos_frequencies(channels // 4, base)
+    pos = torch.arange(side, dtype=torch.float32)
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
+    parts = []
+    for axis in (rows.reshape(-1), cols.reshape(-1)):
+        angles = axis[:, None] * freqs[None]
+        parts += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(parts, dim=-1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = SINUSOID_BASE) -> torch.Tensor:
