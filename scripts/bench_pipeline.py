@@ -11,15 +11,15 @@
 * **GPU, full size** (only with CUDA): the released architectures (``configs/ss4d/*.json``) with random
   weights and a random full-size DINOv2 ViT-L/14-reg encoder, T = 8/16/32, bf16 and fp16 torsos, the
   TRELLIS sampler settings (25 + 25 steps, CFG 7.5 / 3.0 on [0.5, 1], rescale_t 3) as the
-  ``default`` preset and :data:`FAST_PRESET` as ``fast``. Then the memory rows: T = 64/128 with one
-  step per stage (the peak of a step does not grow with the step count), in default and
-  ``--low-vram``-like settings where the pipeline offers them. The SS decoder's output bias is
+  ``default`` preset and :data:`FAST_PRESET` (``ss4d.presets``' ``fast``) as ``fast``. Then the
+  memory rows: T = 64/128 with one step per stage (the peak of a step does not grow with the step
+  count), in default and ``--low-vram``-like settings where the pipeline offers them. The SS decoder's output bias is
   shifted so that about :data:`FULL_OCCUPANCY` of the 64³ grid is occupied.
 
 Per row and stage: wall time (CUDA events around the stage after one warm-up generation of one
 step per stage; on CPU ``perf_counter``), peak memory allocated and reserved, FLOPs (matmul /
-conv / attention, ``FlopCounterMode`` on one model forward times the number of forwards the sampler
-made, :mod:`ss4d.perf`), achieved TFLOP/s and the fraction of the measured bf16 matmul ceiling.
+conv / attention, ``FlopCounterMode`` on one model forward times the number of passes the sampler
+made (a batched-CFG call is two), :mod:`ss4d.perf`), achieved TFLOP/s and the fraction of the measured bf16 matmul ceiling.
 One table is printed at the end; ``--json`` writes every number.
 
 Usage (GPU, the README's performance table; about 5 minutes on an H100/H200)::
@@ -42,14 +42,17 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-from ss4d.perf import CallCounter, StageMeter, count_flops, format_table, matmul_ceiling  # noqa: E402
+from ss4d.perf import PassCounter, StageMeter, count_flops, format_table, matmul_ceiling  # noqa: E402
+from ss4d.presets import resolve_preset  # noqa: E402
 
 CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
 FULL_OCCUPANCY = 0.06   # ~16k of 64³ voxels per frame, a typical TRELLIS object
 FULL_SAMPLERS = {"ss": {"steps": 25, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0},
                  "slat": {"steps": 25, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
-#: The ``fast`` preset: batched CFG, cached condition K/V, fewer steps (quality not yet measured).
-FAST_PRESET = {"steps": 12, "cfg_mode": "batched", "kv_cache": True}
+#: The ``fast`` preset of ``ss4d-generate --preset fast`` (:mod:`ss4d.presets`: Heun steps, batched CFG,
+#: cached condition K/V), as sampler parameters of one stage (both stages have the same steps).
+_FAST = resolve_preset("fast")
+FAST_PRESET = {"steps": _FAST.steps_slat, **_FAST.sampler_params}
 #: Time chunks of the long-clip memory row (SLat flow and 4D decoder; ``ss4d.time_chunks``).
 TIME_CHUNKS = {"time_chunk": 32, "time_overlap": 8}
 #: Steps per stage of the warm-up generation (excluded from the figures) and of the memory rows.
@@ -78,7 +81,8 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
 
     Returns ``(meters, voxels, gaussians, flops, extra)``; ``flops`` per stage (None unless
     ``count``): the condition and decode stages counted whole, the flow stages as one counted model
-    forward times the forwards the sampler made (plus the SS decoder, counted whole). ``extra``:
+    forward times the passes the sampler made (:class:`ss4d.perf.PassCounter`; plus the SS decoder,
+    counted whole). ``extra``:
     with time chunks (``slat_params["time_chunk"]``), the flicker measure at chunk borders and inside
     chunks (:func:`ss4d.time_chunks.frame_jumps`).
     """
@@ -101,12 +105,12 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
     flow = pipe.models["sparse_structure_flow_model"]
     r = flow.resolution
     ss_noise = torch.randn(T, flow.in_channels, r, r, r).to(device)
-    with StageMeter(device) as m, CallCounter(flow) as ss_calls:
+    with StageMeter(device) as m, PassCounter(flow, T) as ss_calls:
         coords, ss_out, _ = pipe.sample_sparse_structure(cond, neg, ss_noise, **ss_p)
     meters["sparse_structure"] = m
     slat_flow = pipe.models["slat_flow_model"]
     noise = SparseTensor(torch.randn(coords.shape[0], slat_flow.in_channels).to(device), coords.to(device))
-    with StageMeter(device) as m, CallCounter(slat_flow) as slat_calls:
+    with StageMeter(device) as m, PassCounter(slat_flow, T) as slat_calls:
         slat, _ = pipe.sample_slat(cond, neg, noise, T, **slat_p)
     meters["slat"] = m
     with StageMeter(device) as m:
@@ -130,10 +134,11 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
             flops["condition"] = count_flops(pipe.encode_frames, images)[1]
             fwd = count_flops(flow, ss_noise, t, cond, num_frames=T)[1]
             dec = count_flops(decode_frames, pipe.models["sparse_structure_decoder"], ss_out.samples[None])[1]
-            flops["sparse_structure"] = fwd * ss_calls.calls + dec
-            flops["slat"] = count_flops(slat_flow, noise, t, cond, num_frames=T)[1] * slat_calls.calls
+            flops["sparse_structure"] = fwd * ss_calls.passes + dec
+            flops["slat"] = count_flops(slat_flow, noise, t, cond, num_frames=T)[1] * slat_calls.passes
             flops["decode"] = count_flops(pipe.decode_slat, slat, T)[1]
         flops["model_calls"] = {"sparse_structure": ss_calls.calls, "slat": slat_calls.calls}
+        flops["model_passes"] = {"sparse_structure": ss_calls.passes, "slat": slat_calls.passes}
     return meters, int(coords.shape[0]), sum(len(g) for g in gaussians), flops or None, extra
 
 
@@ -149,7 +154,8 @@ def summarize(label, T, meters, voxels, gaussians, flops, extra=None, ceiling_tf
                           "reserved_bytes": meters[k].reserved} for k in STAGES if k in meters}, **(extra or {})}
     if flops:
         total = sum(flops[k] for k in GENERATION_STAGES)
-        row.update(pflop=total / 1e15, tflops=total / seconds / 1e12, model_calls=flops["model_calls"])
+        row.update(pflop=total / 1e15, tflops=total / seconds / 1e12, model_calls=flops["model_calls"],
+                   model_passes=flops["model_passes"])
         for k in GENERATION_STAGES:
             row["stages"][k]["flops"] = flops[k]
             row["stages"][k]["tflops"] = flops[k] / meters[k].seconds / 1e12
