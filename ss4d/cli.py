@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="model precision (default: fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--fp8", action="store_true",
+                   help="FP8 matmuls in the flow trunks' linear layers (torchao; a CUDA GPU with compute "
+                        "capability >= 8.9, e.g. H100/H200/L40/RTX 4090; bf16 torsos; changes the numbers "
+                        "slightly, see README 'Performance')")
     g.add_argument("--threads", type=_int_at_least("--threads", 1), metavar="N",
                    help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
                         "much faster when the cores are shared with other busy processes)")
@@ -257,6 +261,16 @@ def _check_flags(args) -> None:
         from .threads import default_threads
 
         torch.set_num_threads(default_threads())
+    if args.fp8:
+        from .fp8 import check_fp8
+
+        check_fp8(torch.device(args.device))
+        if args.dtype not in ("auto", "bf16"):
+            raise InputError(f"--fp8 runs with bf16 torsos, not --dtype {args.dtype}", "use --dtype bf16 or auto")
+        if args.low_vram:
+            raise InputError("--fp8 and --low-vram cannot be combined (the FP8 weights stay on the GPU)",
+                             "leave one of them out")
+        args.dtype = "bf16"
     if args.dtype == "fp16" and args.device == "cpu":
         raise InputError("--dtype fp16 needs a GPU (half precision is not supported well on CPU)",
                          "use --dtype fp32 or bf16 with --device cpu")
@@ -319,6 +333,9 @@ class _PipelineLoader:
         pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
         if args.low_vram:
             pipe.enable_low_vram()
+        if args.fp8:
+            counts = pipe.enable_fp8()
+            log(f"--fp8: {', '.join(f'{n} linear layers of {k}' for k, n in counts.items())} in float8")
         if args.compile:
             import warnings
 
@@ -486,6 +503,7 @@ def _generate_one(args, video: str, out_path: str, loader: _PipelineLoader, log:
                       "device": args.device, "dtype": dtype_name, "cpu_threads": torch.get_num_threads(),
                       "low_vram": args.low_vram,
                       "compile": {k: v.describe() for k, v in pipe.compiled.items()},
+                      "fp8_layers": pipe.fp8_layers,
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
             "preset": args.preset,

@@ -221,6 +221,8 @@ class Pipeline:
         self.offload: Optional[StageOffload] = None
         #: :class:`ss4d.compile_flow.CompileStatus` of each compiled model (:meth:`enable_compile`)
         self.compiled: Dict[str, CompileStatus] = {}
+        #: FP8 layers converted per model (:meth:`enable_fp8`; empty: none)
+        self.fp8_layers: Dict[str, int] = {}
         self._check_compatible()
 
     # ------------------------------------------------------------------ loading / saving
@@ -395,6 +397,19 @@ class Pipeline:
         self.compiled = {key: compile_forward(self.models[key], self.device, backend, cuda_graphs=cuda_graphs)
                          for key in COMPILE_TARGETS}
         return self.compiled
+
+    def enable_fp8(self) -> Dict[str, int]:
+        """FP8 matmuls in the flow trunks' linear layers (:mod:`ss4d.fp8`; torchao, CUDA compute
+        capability >= 8.9). Call after :meth:`to` (bf16 torsos). Returns the converted layer count per
+        model.
+
+        Raises:
+            InputError: no such GPU here, or torchao not installed (the message names what is missing).
+        """
+        from .fp8 import apply_fp8
+
+        self.fp8_layers = apply_fp8(self.models, self.device)
+        return self.fp8_layers
 
     def disable_compile(self) -> "Pipeline":
         """Back to the eager forwards."""

@@ -245,7 +245,14 @@ BAD_INPUTS += [
      "needs a folder or a list file"),
     ("batch_output_inside_input", lambda d, m, o: ["--batch", d / "emptydir", "--model", m, "-o", d / "emptydir" / "o"],
      "is inside the batch folder"),
+    ("unknown_preset", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--preset", "turbo"],
+     r"--preset: invalid choice: 'turbo'"),
+    ("unknown_solver", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--solver", "rk4"],
+     r"--solver: invalid choice: 'rk4'"),
 ]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append(("fp8_without_gpu", lambda d, m, o: [d / "good", "--model", m, "-o", o, "--fp8"],
+                       r"--fp8 needs a CUDA GPU with compute capability >= 8\.9 \(this run is on the CPU\)"))
 
 
 
@@ -377,6 +384,35 @@ def test_presets(inputs, tiny_model, tmp_path, capsys):
         assert recorded["fast_euler"]["sampler"][stage]["kv_cache"]
     assert recorded["fast_euler"]["sampler"]["slat"]["steps"] == 3
     assert recorded["fast_euler"]["sampler"]["sparse_structure"]["steps"] == 6
+
+
+def test_fp8_refusals_where_a_gpu_would_qualify(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    """With FP8 available (the check faked): --fp8 refuses other torso dtypes and --low-vram, in one line."""
+    monkeypatch.setattr("ss4d.fp8.check_fp8", lambda device: None)
+    for extra, pattern in ((["--dtype", "fp32"], "--fp8 runs with bf16 torsos, not --dtype fp32"),
+                           (["--low-vram"], "--fp8 and --low-vram cannot be combined")):
+        code, _, err = run_cli([inputs / "good", "--model", tiny_model, "-o", tmp_path / "o", "--fp8"] + FAST + extra,
+                               capsys)
+        assert code == EXIT_BAD_INPUT and len(err.strip().splitlines()) == 1 and pattern in err, err
+
+
+def test_compile_flag_where_compiling_is_unavailable(inputs, tiny_model, tmp_path, capsys, monkeypatch):
+    """--compile without a C++ compiler for inductor: one note, an eager run with the default result."""
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    outs = []
+    for extra in ([], ["--compile"]):
+        out = tmp_path / f"o{len(extra)}"
+        code, printed, err = run_cli([inputs / "good", "--model", tiny_model, "-o", out, "--render", "none"] + FAST
+                                     + extra, capsys)
+        assert code == EXIT_OK, err
+        outs.append(out)
+    assert "--compile: sparse_structure_flow_model not compiled: inductor needs a C++ compiler" in printed
+    recorded = json.loads((outs[1] / "result.json").read_text())["model"]["compile"]
+    assert "running eagerly" in recorded["sparse_structure_flow_model"]
+    for t in range(2):
+        ply = f"frame_{t:03d}.ply"
+        assert (outs[0] / "gaussians" / ply).read_bytes() == (outs[1] / "gaussians" / ply).read_bytes()
 
 
 def test_bad_input_table_is_large_enough():
