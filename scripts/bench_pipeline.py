@@ -19,15 +19,21 @@
 Per row and stage: wall time (CUDA events around the stage after one warm-up generation of one
 step per stage; on CPU ``perf_counter``), peak memory allocated and reserved, FLOPs (matmul /
 conv / attention, ``FlopCounterMode`` on one model forward times the number of passes the sampler
-made (a batched-CFG call is two), :mod:`ss4d.perf`), achieved TFLOP/s and the fraction of the measured bf16 matmul ceiling.
-One table is printed at the end; ``--json`` writes every number.
+made (a batched-CFG call is two), :mod:`ss4d.perf`), achieved TFLOP/s and the fraction of the
+measured bf16 matmul ceiling. Two rows at the largest T measure the faster work: the structure flow
+compiled (``Pipeline.enable_compile``: CUDA graphs; the compile + capture time recorded apart) and
+FP8 trunk matmuls (``Pipeline.enable_fp8``, torchao, compute capability >= 8.9) with their render
+PSNR and silhouette IoU against the bf16 default row (same input, same seed); these two rows count
+no FLOPs (the same work as the default row). One table is printed at the end; ``--json`` writes
+every number.
 
 Usage (GPU, the README's performance table; about 5 minutes on an H100/H200)::
 
     python scripts/bench_pipeline.py --no-thread-compare --frames 2 --json bench.json
 
 Options: ``--frames`` (CPU tiny T), ``--threads``, ``--gpu-frames 8 16 32``, ``--gpu-dtypes bf16 fp16``,
-``--memory-frames 64 128``, ``--steps N`` (both stages, default 25), ``--no-fast``, ``--json PATH``.
+``--memory-frames 64 128``, ``--steps N`` (both stages, default 25), ``--no-fast``, ``--no-accel``
+(no compile / FP8 rows), ``--json PATH``.
 """
 import argparse
 import json
@@ -40,6 +46,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ss4d.perf import PassCounter, StageMeter, count_flops, format_table, matmul_ceiling  # noqa: E402
@@ -73,10 +80,11 @@ GIB = 2 ** 30
 TABLE = (("label", "run", "s"), ("T", "T", "d"), ("seconds", "gen s", ".2f"), ("ss_s", "ss s", ".2f"),
          ("slat_s", "slat s", ".2f"), ("decode_s", "dec s", ".2f"), ("peak_gib", "peak GiB", ".2f"),
          ("reserved_gib", "resv GiB", ".2f"), ("pflop", "PFLOP", ".3g"), ("tflops", "TFLOP/s", ".3g"),
-         ("fraction", "of ceiling", ".3f"))
+         ("fraction", "of ceiling", ".3f"), ("psnr_vs_bf16", "PSNR vs bf16", ".1f"))
 
 
-def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_resolution=256, count=False):
+def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_resolution=256, count=False,
+               keep=False):
     """The stages of ``Pipeline.run`` one by one, each measured with :class:`ss4d.perf.StageMeter`.
 
     Returns ``(meters, voxels, gaussians, flops, extra)``; ``flops`` per stage (None unless
@@ -84,7 +92,8 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
     forward times the passes the sampler made (:class:`ss4d.perf.PassCounter`; plus the SS decoder,
     counted whole). ``extra``:
     with time chunks (``slat_params["time_chunk"]``), the flicker measure at chunk borders and inside
-    chunks (:func:`ss4d.time_chunks.frame_jumps`).
+    chunks (:func:`ss4d.time_chunks.frame_jumps`); with ``keep``, the Gaussians themselves
+    (``"gaussians_list"``, for render comparisons).
     """
     from ss4d.time_chunks import border_pairs, frame_jumps
 
@@ -117,7 +126,7 @@ def run_stages(pipe, images, seed=42, ss_params=None, slat_params=None, render_r
         gaussians = pipe.decode_slat(slat, T, time_chunk=slat_p.get("time_chunk"),
                                      time_overlap=slat_p.get("time_overlap", 0))
     meters["decode"] = m
-    extra = {}
+    extra = {"gaussians_list": gaussians} if keep else {}
     if slat_p.get("time_chunk") and T > 2:
         jumps = frame_jumps(gaussians)
         border = border_pairs(T, slat_p["time_chunk"], slat_p.get("time_overlap", 0))
@@ -252,17 +261,21 @@ def build_full_pipeline(device, dtype, seed=0):
     return pipe.to(device, dtype)
 
 
-def _noise_images(T, size):
+def _noise_images(T, size, seed=0):
+    """T noise frames, the same for the same (T, size, seed) (rows compared by render need the same input)."""
     from PIL import Image
 
-    return [Image.effect_noise((size, size), 64).convert("RGB") for _ in range(T)]
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.normal(128, 64, (size, size, 3)).clip(0, 255).astype(np.uint8)) for _ in range(T)]
 
 
-def _gpu_row(pipe, label, T, params, ceiling, count=True, render_resolution=None, image_size=IMAGE_SIZE):
+def _gpu_row(pipe, label, T, params, ceiling, count=True, render_resolution=None, image_size=IMAGE_SIZE, keep=False):
+    """One measured generation -> its table row (with ``keep``, the Gaussians under ``"gaussians_list"``,
+    to be popped before the row is written)."""
     images = _noise_images(T, image_size)
     try:
         res = run_stages(pipe, images, ss_params=params, slat_params=params, render_resolution=render_resolution,
-                         count=count)
+                         count=count, keep=keep)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         row = {"label": label, "T": T, "oom": True}
@@ -274,28 +287,88 @@ def _gpu_row(pipe, label, T, params, ceiling, count=True, render_resolution=None
     return row
 
 
-def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True):
-    """(label, dtype, T, preset, low_vram, count FLOPs) per GPU row, in run order, the README
+def _compile_row(pipe, label, T, params, backend=None, **run):
+    """The row with the structure flow compiled (``Pipeline.enable_compile``; CUDA graphs on CUDA):
+    one one-step generation at the same T first compiles and captures (its seconds recorded as
+    ``compile_warmup_s``), then the measured generation; eager again afterwards."""
+    from ss4d.compile_flow import DEFAULT_BACKEND
+
+    statuses = pipe.enable_compile(backend or DEFAULT_BACKEND)
+    try:
+        t0 = time.perf_counter()
+        one = {**params, "steps": WARMUP_STEPS}
+        run_stages(pipe, _noise_images(T, run["image_size"]), ss_params=one, slat_params=one, render_resolution=None)
+        warmup = time.perf_counter() - t0
+        row = _gpu_row(pipe, label, T, params, **run)
+    finally:
+        pipe.disable_compile()
+    row.update(compile={k: v.describe() for k, v in statuses.items()}, compile_warmup_s=warmup)
+    return row
+
+
+def _fp8_row(pipe, label, T, params, reference=None, **run):
+    """The row with FP8 trunk matmuls (``Pipeline.enable_fp8``) on copies of the flows (restored
+    after), with the render PSNR / silhouette IoU against ``reference`` (the bf16 default row's
+    Gaussians, same input and seed): frames 0, T/2 and T-1 from the four grid views at 128².
+    Where FP8 cannot run, the row says why."""
+    import copy
+
+    from ss4d.fp8 import FP8_MODELS, fp8_missing
+    from ss4d.render_compare import compare_renders, render_views
+
+    missing = fp8_missing(pipe.device)
+    if missing:
+        print(f"  {label} T={T}: skipped (needs {' and '.join(missing)})", flush=True)
+        return {"label": label, "T": T, "skipped_reason": "needs " + " and ".join(missing)}
+    originals = {k: pipe.models[k] for k in FP8_MODELS}
+    try:
+        pipe.models.update({k: copy.deepcopy(m) for k, m in originals.items()})
+        layers = pipe.enable_fp8()
+        run_stages(pipe, _noise_images(2, run["image_size"]), ss_params={"steps": WARMUP_STEPS},
+                   slat_params={"steps": WARMUP_STEPS}, render_resolution=None)
+        row = _gpu_row(pipe, label, T, params, **run)
+    finally:
+        pipe.models.update(originals)
+        pipe.fp8_layers = {}
+        torch.cuda.empty_cache() if pipe.device.type == "cuda" else None
+    row["fp8_layers"] = layers
+    gaussians = row.get("gaussians_list")
+    if reference is not None and gaussians is not None:
+        frames = sorted({0, T // 2, T - 1})
+        psnr, iou = compare_renders(*render_views(gaussians, frames=frames), *render_views(reference, frames=frames))
+        row.update(psnr_vs_bf16=psnr, iou_vs_bf16=iou, compared_frames=frames)
+        print(f"  {label} T={T}: render PSNR vs bf16 {psnr:.2f} dB, silhouette IoU {iou:.4f}", flush=True)
+    return row
+
+
+def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True, accel=True):
+    """(label, dtype, T, preset, low_vram, count FLOPs, mode) per GPU row, in run order, the README
     table's figures first (so a spent time budget skips the least needed rows):
 
     1. first dtype, largest T: default, then fast;
     2. memory rows (one step per stage), first dtype: default and low-VRAM at the largest T and at
        ``memory_frames``, then low-VRAM with :data:`TIME_CHUNKS` at the longest of ``memory_frames``;
-    3. first dtype, the other T: default, fast;
-    4. the other dtypes, largest T: default, fast.
+    3. with ``accel``, largest T, default preset: first dtype with the structure flow compiled
+       (mode ``compile``), then bf16 with FP8 trunk matmuls (mode ``fp8``, render PSNR against the
+       bf16 default row);
+    4. first dtype, the other T: default, fast;
+    5. the other dtypes, largest T: default, fast.
     """
     first, largest = dtype_names[0], frame_counts[-1]
 
     def timed(name, T):
-        return [(f"{name} default", name, T, "default", False, True)] + \
-            ([(f"{name} fast", name, T, "fast", False, True)] if fast else [])
+        return [(f"{name} default", name, T, "default", False, True, "")] + \
+            ([(f"{name} fast", name, T, "fast", False, True, "")] if fast else [])
 
     plan = timed(first, largest)
     for T in [largest] + list(memory_frames):
-        plan.append((f"{first} mem", first, T, "one_step", False, False))
-        plan.append((f"{first} mem low-vram", first, T, "one_step", True, False))
+        plan.append((f"{first} mem", first, T, "one_step", False, False, ""))
+        plan.append((f"{first} mem low-vram", first, T, "one_step", True, False, ""))
     for T in list(memory_frames)[-1:]:
-        plan.append((f"{first} mem low-vram chunked", first, T, "one_step_chunked", True, False))
+        plan.append((f"{first} mem low-vram chunked", first, T, "one_step_chunked", True, False, ""))
+    if accel:
+        plan.append((f"{first} default compile", first, largest, "default", False, False, "compile"))
+        plan.append(("bf16 default fp8", "bf16", largest, "default", False, False, "fp8"))
     for T in frame_counts[:-1]:
         plan += timed(first, T)
     for name in dtype_names[1:]:
@@ -304,9 +377,10 @@ def gpu_plan(frame_counts, dtype_names, memory_frames, fast=True):
 
 
 def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, budget_s=None, render=False,
-                   pipe=None, image_size=IMAGE_SIZE, ceiling_size=None):
-    """The GPU rows of :func:`gpu_plan`. ``pipe`` / ``image_size`` / ``ceiling_size`` let the tests run
-    this same code on the CPU with the tiny pipeline (``pipe`` given: its device is used)."""
+                   pipe=None, image_size=IMAGE_SIZE, ceiling_size=None, accel=True, compile_backend=None):
+    """The GPU rows of :func:`gpu_plan`. ``pipe`` / ``image_size`` / ``ceiling_size`` /
+    ``compile_backend`` let the tests run this same code on the CPU with the tiny pipeline (``pipe``
+    given: its device is used)."""
     from ss4d.pipeline import DTYPES
 
     if pipe is None and not torch.cuda.is_available():
@@ -322,8 +396,9 @@ def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, b
         pipe = build_full_pipeline(device, DTYPES[dtype_names[0]])
     presets = {"default": {"steps": steps} if steps else {}, "fast": {**FAST_PRESET, **({"steps": steps} if steps else {})},
                "one_step": {"steps": WARMUP_STEPS}, "one_step_chunked": {"steps": WARMUP_STEPS, **TIME_CHUNKS}}
-    rows, skipped, warmed = [], [], set()
-    for label, name, T, preset, low_vram, count in gpu_plan(frame_counts, dtype_names, memory_frames, fast):
+    rows, skipped, warmed, kept = [], [], set(), {}
+    plan = gpu_plan(frame_counts, dtype_names, memory_frames, fast, accel)
+    for label, name, T, preset, low_vram, count, mode in plan:
         if budget_s and time.perf_counter() - t_start > budget_s:
             skipped.append({"label": label, "T": T})
             continue
@@ -334,8 +409,20 @@ def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, b
         if name not in warmed:   # warm-up (kernels, allocator, cuBLAS handles), excluded from the figures
             run_stages(pipe, _noise_images(2, image_size), ss_params=presets["one_step"], slat_params=presets["one_step"], render_resolution=None)
             warmed.add(name)
-        rows.append(_gpu_row(pipe, label, T, presets[preset], ceiling, count=count,
-                             render_resolution=GPU_RENDER_RESOLUTION if render else None, image_size=image_size))
+        # the default row of the largest T keeps its Gaussians: the fp8 row is rendered against them
+        keep = accel and preset == "default" and not mode and T == frame_counts[-1] and name == "bf16"
+        run = dict(ceiling=ceiling, count=count, render_resolution=GPU_RENDER_RESOLUTION if render else None,
+                   image_size=image_size, keep=keep or mode == "fp8")
+        if mode == "compile":
+            row = _compile_row(pipe, label, T, presets[preset], compile_backend, **run)
+        elif mode == "fp8":
+            row = _fp8_row(pipe, label, T, presets[preset], kept.get(("bf16", T)), **run)
+        else:
+            row = _gpu_row(pipe, label, T, presets[preset], **run)
+        gaussians = row.pop("gaussians_list", None)
+        if keep and gaussians is not None:
+            kept[(name, T)] = gaussians
+        rows.append(row)
     if pipe.low_vram:
         pipe.disable_low_vram()
     if skipped:
@@ -368,6 +455,8 @@ def main(argv=None) -> int:
                     help="GPU: clip lengths measured for memory only (one step per stage)")
     ap.add_argument("--steps", type=int, help="GPU: steps per stage (default 25)")
     ap.add_argument("--no-fast", action="store_true", help="GPU: skip the fast-preset rows")
+    ap.add_argument("--no-accel", action="store_true",
+                    help="GPU: skip the torch.compile and FP8 rows (largest T, default preset)")
     ap.add_argument("--budget-s", type=float, default=GPU_BUDGET_S,
                     help=f"GPU: start no row after this many seconds (default {GPU_BUDGET_S}; 0 = no limit)")
     ap.add_argument("--gpu-render", action="store_true", help="GPU: also time one 512² render (gsplat)")
@@ -383,7 +472,7 @@ def main(argv=None) -> int:
                "cpu_threads": None if args.no_thread_compare else bench_threads(),
                "gpu_full": bench_gpu_full(args.gpu_frames, args.gpu_dtypes, args.steps, args.memory_frames,
                                           fast=not args.no_fast, budget_s=args.budget_s or None,
-                                          render=args.gpu_render)}
+                                          render=args.gpu_render, accel=not args.no_accel)}
     results["wall_seconds"] = time.perf_counter() - t0
     if args.json:
         with open(args.json, "w") as f:

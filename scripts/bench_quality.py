@@ -5,8 +5,8 @@ A trained model (default: the shipped small model ``checkpoints/ss4d-small``) ge
 (default: the demo clip ``assets/dancing_robot_fg.mp4``, 8 frames, stride 4, as ``make demo``) at the
 same seed with the default settings and with each speed option: the ``fast`` preset
 (:mod:`ss4d.presets`), ``--cfg-batched``, ``--kv-cache``, ``--low-vram``, time chunks (half the
-clip, overlap 2). Every result is rendered from :data:`VIEW_YAWS_DEG` at :data:`VIEW_PITCH_DEG` for
-every frame, and compared with the default's renders:
+clip, overlap 2). Every result is rendered from the official demo grid's four yaws at a pitch of 15°
+for every frame (128², :mod:`ss4d.render_compare`), and compared with the default's renders:
 
 * **PSNR** (dB) over all renders of the option (one MSE over every pixel, view and frame; ``inf``
   when the renders are identical);
@@ -16,7 +16,9 @@ every frame, and compared with the default's renders:
 * **CPU seconds**: the generation (process CPU time, all threads) and its wall time.
 
 ``--sweep-heun 4 6 8`` / ``--sweep-euler 12`` add rows with N Heun (batched CFG, K/V cache) or Euler
-steps per stage: how the fast preset's step count was chosen. One table is printed; ``--json`` writes
+steps per stage: how the fast preset's step count was chosen. ``--reference LABEL`` adds PSNR / IoU
+against another row, e.g. a many-step Heun run (close to the exact solution of the sampling ODE,
+which the default's 25 Euler steps only approximate). One table is printed; ``--json`` writes
 every number. Speed figures here are CPU figures of a small model: the GPU table is
 ``scripts/gpu_bench.sh``.
 
@@ -26,7 +28,6 @@ Usage::
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -34,27 +35,24 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ss4d.perf import PassCounter, format_table  # noqa: E402
 from ss4d.presets import resolve_preset  # noqa: E402
+from ss4d.render import GRID_PITCH_DEG, GRID_YAWS_DEG  # noqa: E402
+from ss4d.render_compare import COMPARE_RESOLUTION, compare_renders, render_views  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(REPO, "checkpoints", "ss4d-small")
 CLIP = os.path.join(REPO, "assets", "dancing_robot_fg.mp4")
 #: The demo's selection (scripts/demo.py): 8 frames, every 4th.
 FRAMES, STRIDE = 8, 4
 SEED = 42
-#: Fixed views of every frame: four yaws (the official demo grid's) at one pitch.
-VIEW_YAWS_DEG = (30.0, 120.0, 210.0, 300.0)
-VIEW_PITCH_DEG = 15.0
-RENDER_RESOLUTION = 128
 #: Time-chunk row: chunks of half the clip, this overlap (frames).
 CHUNK_OVERLAP = 2
-SILHOUETTE_THRESHOLD = 0.5
 TABLE = (("option", "option", "s"), ("calls", "model calls", "d"), ("passes", "passes", "d"),
          ("cpu_s", "CPU s", ".1f"), ("wall_s", "wall s", ".1f"), ("psnr", "PSNR dB", ".2f"),
          ("iou", "silhouette IoU", ".4f"))
+REFERENCE_COLUMNS = (("psnr_ref", "PSNR vs ref", ".2f"), ("iou_ref", "IoU vs ref", ".4f"))
 
 
 def options(num_frames, sweep_heun=(), sweep_euler=()):
@@ -87,38 +85,13 @@ def load_images(clip, frames, stride):
     return preprocess_frames(matte_frames(c.frames)[0])[0]
 
 
-def render_set(gaussians):
-    """rgb [F·V, 3, H, W] in [0, 1] and alpha [F·V, H, W] of every frame from every view."""
-    from trellis_ext.renderers import orbit_camera, render_gaussians
-
-    rgb, alpha = [], []
-    for g in gaussians:
-        for yaw in VIEW_YAWS_DEG:
-            cam = orbit_camera(math.radians(yaw), math.radians(VIEW_PITCH_DEG), resolution=RENDER_RESOLUTION)
-            out = render_gaussians(g, cam, bg_color=(1.0, 1.0, 1.0))
-            rgb.append(out.rgb.clamp(0, 1))
-            alpha.append(out.alpha[0])
-    return torch.stack(rgb), torch.stack(alpha)
-
-
-def compare(rgb, alpha, ref_rgb, ref_alpha):
-    """(PSNR over every pixel of every render, inf when identical; mean silhouette IoU)."""
-    mse = float((rgb.double() - ref_rgb.double()).pow(2).mean())
-    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-    p, g = alpha > SILHOUETTE_THRESHOLD, ref_alpha > SILHOUETTE_THRESHOLD
-    inter = (p & g).flatten(1).sum(1).double()
-    union = (p | g).flatten(1).sum(1).double()
-    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-    return psnr, float(iou.mean())
-
-
-def bench(model, clip, frames, stride, seed, rows):
+def bench(model, clip, frames, stride, seed, rows, reference=None):
     from ss4d import Pipeline
 
     images = load_images(clip, frames, stride)
     pipe = Pipeline.from_pretrained(model)
     flows = [pipe.models["sparse_structure_flow_model"], pipe.models["slat_flow_model"]]
-    out, ref = [], None
+    out, ref, renders = [], None, {}
     for label, (kw, low_vram) in rows.items():
         pipe.enable_low_vram("cpu") if low_vram else (pipe.disable_low_vram() if pipe.low_vram else None)
         counters = [PassCounter(f, len(images)) for f in flows]
@@ -131,10 +104,11 @@ def bench(model, clip, frames, stride, seed, rows):
         finally:
             for c in counters:
                 c.__exit__(None, None, None)
-        rgb, alpha = render_set(res.gaussians)
+        rgb, alpha = render_views(res.gaussians)
+        renders[label] = (rgb, alpha)
         if ref is None:
             ref = (rgb, alpha)
-        psnr, iou = compare(rgb, alpha, *ref)
+        psnr, iou = compare_renders(rgb, alpha, *ref)
         row = {"option": label, "calls": sum(c.calls for c in counters),
                "passes": int(round(sum(c.passes for c in counters))), "cpu_s": cpu, "wall_s": wall,
                "psnr": psnr, "iou": iou, "voxels": sum(res.voxels_per_frame),
@@ -145,6 +119,9 @@ def bench(model, clip, frames, stride, seed, rows):
         print(f"  {label}: {row['calls']} calls, {row['passes']} passes, {cpu:.1f} CPU s, PSNR {psnr:.2f} dB, "
               f"IoU {iou:.4f}", flush=True)
         out.append(row)
+    if reference is not None:
+        for row in out:
+            row["psnr_ref"], row["iou_ref"] = compare_renders(*renders[row["option"]], *renders[reference])
     return out
 
 
@@ -159,6 +136,9 @@ def main(argv=None) -> int:
                     help="also N Heun steps per stage (batched CFG, K/V cache)")
     ap.add_argument("--sweep-euler", type=int, nargs="*", default=[], metavar="N",
                     help="also N Euler steps per stage (batched CFG, K/V cache)")
+    ap.add_argument("--reference", metavar="LABEL",
+                    help="also compare every row with this one (e.g. a many-step Heun row: the converged "
+                         "solution the default's 25 Euler steps approximate)")
     ap.add_argument("--only", nargs="*", help="run only these option labels (the default always runs first)")
     ap.add_argument("--json", help="write every number to this JSON file")
     args = ap.parse_args(argv)
@@ -167,23 +147,25 @@ def main(argv=None) -> int:
     rows = options(args.frames, args.sweep_heun, args.sweep_euler)
     if args.only:
         rows = {k: v for k, v in rows.items() if k == "default" or k in args.only}
+    if args.reference is not None and args.reference not in rows:
+        ap.error(f"--reference {args.reference!r} is not one of the rows: {', '.join(rows)}")
     results = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "torch": torch.__version__,
                "device": "cpu", "threads": torch.get_num_threads(), "model": os.path.relpath(args.model, REPO),
                "frames": args.frames, "stride": args.stride, "seed": args.seed,
-               "views": {"yaws_deg": VIEW_YAWS_DEG, "pitch_deg": VIEW_PITCH_DEG, "resolution": RENDER_RESOLUTION},
+               "views": {"yaws_deg": GRID_YAWS_DEG, "pitch_deg": GRID_PITCH_DEG, "resolution": COMPARE_RESOLUTION},
                "clips": {}}
     for clip in args.clip:
         print(f"# {os.path.relpath(clip, REPO)}: {args.frames} frames (stride {args.stride}), seed {args.seed}, "
               f"{os.path.relpath(args.model, REPO)}, CPU, {torch.get_num_threads()} thread(s)", flush=True)
         results["clips"][os.path.relpath(clip, REPO)] = bench(args.model, clip, args.frames, args.stride, args.seed,
-                                                              rows)
+                                                              rows, args.reference)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=float)
     for clip, table in results["clips"].items():
-        print(f"\n# {clip}; PSNR / IoU of {len(VIEW_YAWS_DEG)} views x {args.frames} frames at "
-              f"{RENDER_RESOLUTION}² against the default")
-        print(format_table(table, TABLE))
+        print(f"\n# {clip}; PSNR / IoU of {len(GRID_YAWS_DEG)} views x {args.frames} frames at "
+              f"{COMPARE_RESOLUTION}² against the default")
+        print(format_table(table, TABLE + (REFERENCE_COLUMNS if args.reference else ())))
     return 0
 
 
