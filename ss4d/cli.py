@@ -58,6 +58,7 @@ example:
   ss4d-generate clip.mp4 -o out/clip --model checkpoints/SS4D --frames 16 --seed 1
   ss4d-generate frames_dir/ --render grid,compare --resolution 512 --device cuda
   ss4d-generate clip.mp4 --export glb,splat
+  ss4d-generate clip.mp4 --preset fast --device cuda --dtype bf16 --compile   (faster; see README)
 """
 
 
@@ -173,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model precision (default: fp16 on CUDA, fp32 on CPU)")
     g.add_argument("--fp8", action="store_true",
                    help="FP8 matmuls in the flow trunks' linear layers (torchao; a CUDA GPU with compute "
-                        "capability >= 8.9, e.g. H100/H200/L40/RTX 4090; bf16 torsos; changes the numbers "
-                        "slightly, see README 'Performance')")
+                        "capability >= 8.9, e.g. H100/H200/L40/RTX 4090; bf16 torsos; changes the numbers: "
+                        "render PSNR vs bf16 from scripts/bench_pipeline.py's GPU run)")
     g.add_argument("--threads", type=_int_at_least("--threads", 1), metavar="N",
                    help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
                         "much faster when the cores are shared with other busy processes)")
