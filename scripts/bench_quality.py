@@ -4,13 +4,17 @@
 A trained model (default: the shipped small model ``checkpoints/ss4d-small``) generates the same clip
 (default: the demo clip ``assets/dancing_robot_fg.mp4``, 8 frames, stride 4, as ``make demo``) at the
 same seed with the default settings and with each speed option: the ``fast`` preset
-(:mod:`ss4d.presets`), ``--cfg-batched``, ``--kv-cache``, ``--low-vram``, time chunks (half the
+(:mod:`ss4d.presets`; also applied to one stage at a time), ``--cfg-batched``, ``--kv-cache``, ``--low-vram``, time chunks (half the
 clip, overlap 2). Every result is rendered from the official demo grid's four yaws at a pitch of 15°
 for every frame (128², :mod:`ss4d.render_compare`), and compared with the default's renders:
 
 * **PSNR** (dB) over all renders of the option (one MSE over every pixel, view and frame; ``inf``
   when the renders are identical);
 * **silhouette IoU** of the accumulated opacity (alpha > 0.5), mean over views and frames;
+* **voxel IoU** of the occupied structure voxels, mean over frames. A different voxel set also
+  shifts the structured-latent noise (drawn voxel by voxel in order, as the official pipeline does),
+  so any change of the structure stage changes every later voxel's noise: the rows "fast, structure
+  stage only" and "fast, SLat stage only" (on the default's voxels and noise) separate the two;
 * **model calls**: forward calls of the two flow models (a batched CFG call is one), and **passes**:
   conditional + unconditional evaluations (a batched call is two): what the compute scales with;
 * **CPU seconds**: the generation (process CPU time, all threads) and its wall time.
@@ -51,7 +55,7 @@ SEED = 42
 CHUNK_OVERLAP = 2
 TABLE = (("option", "option", "s"), ("calls", "model calls", "d"), ("passes", "passes", "d"),
          ("cpu_s", "CPU s", ".1f"), ("wall_s", "wall s", ".1f"), ("psnr", "PSNR dB", ".2f"),
-         ("iou", "silhouette IoU", ".4f"))
+         ("iou", "silhouette IoU", ".4f"), ("voxel_iou", "voxel IoU", ".4f"))
 REFERENCE_COLUMNS = (("psnr_ref", "PSNR vs ref", ".2f"), ("iou_ref", "IoU vs ref", ".4f"))
 
 
@@ -62,8 +66,16 @@ def options(num_frames, sweep_heun=(), sweep_euler=()):
         return {"ss_steps": s.steps_ss, "slat_steps": s.steps_slat,
                 "sparse_structure_sampler_params": s.sampler_params, "slat_sampler_params": s.sampler_params}
 
-    rows = {"default": (preset("default"), False),
-            "fast preset": (preset("fast"), False),
+    fast, default = preset("fast"), preset("default")
+    rows = {"default": (default, False),
+            "fast preset": (fast, False),
+            # one stage fast, the other default: the structure stage alone (voxel IoU), and the SLat
+            # stage alone on the default's voxels and noise (same voxels -> same noise draw)
+            "fast, structure stage only": ({**default, "ss_steps": fast["ss_steps"],
+                                            "sparse_structure_sampler_params": fast["sparse_structure_sampler_params"]},
+                                           False),
+            "fast, SLat stage only": ({**default, "slat_steps": fast["slat_steps"],
+                                       "slat_sampler_params": fast["slat_sampler_params"]}, False),
             "cfg-batched": (preset("default", cfg_batched=True), False),
             "kv-cache": (preset("default", kv_cache=True), False),
             "low-vram": (preset("default"), True),
@@ -83,6 +95,16 @@ def load_images(clip, frames, stride):
 
     c = read_frames(clip, FrameSelection(num_frames=frames, stride=stride))
     return preprocess_frames(matte_frames(c.frames)[0])[0]
+
+
+def voxel_iou(coords, ref_coords, resolution):
+    """Mean over frames of the IoU of two occupied-voxel sets (per frame ``[N, 3]`` (x, y, z))."""
+    ious = []
+    for a, b in zip(coords, ref_coords):
+        ka = set((a[:, 0] * resolution ** 2 + a[:, 1] * resolution + a[:, 2]).tolist())
+        kb = set((b[:, 0] * resolution ** 2 + b[:, 1] * resolution + b[:, 2]).tolist())
+        ious.append(len(ka & kb) / max(len(ka | kb), 1))
+    return sum(ious) / len(ious)
 
 
 def bench(model, clip, frames, stride, seed, rows, reference=None):
@@ -107,11 +129,12 @@ def bench(model, clip, frames, stride, seed, rows, reference=None):
         rgb, alpha = render_views(res.gaussians)
         renders[label] = (rgb, alpha)
         if ref is None:
-            ref = (rgb, alpha)
+            ref, ref_coords = (rgb, alpha), res.coords
         psnr, iou = compare_renders(rgb, alpha, *ref)
         row = {"option": label, "calls": sum(c.calls for c in counters),
                "passes": int(round(sum(c.passes for c in counters))), "cpu_s": cpu, "wall_s": wall,
                "psnr": psnr, "iou": iou, "voxels": sum(res.voxels_per_frame),
+               "voxel_iou": voxel_iou(res.coords, ref_coords, res.resolution),
                "calls_per_stage": {"sparse_structure": counters[0].calls, "slat": counters[1].calls},
                "passes_per_stage": {"sparse_structure": counters[0].passes, "slat": counters[1].passes},
                "sampler": {k: {p: (list(v) if isinstance(v, tuple) else v) for p, v in d.items()}

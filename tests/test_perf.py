@@ -145,3 +145,37 @@ def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
                                                               {"label": "fp32 fast", "T": 2},
                                                               {"label": "fp32 mem", "T": 2},
                                                               {"label": "fp32 mem low-vram", "T": 2}]
+
+
+def test_compare_renders_known_values():
+    from ss4d.render_compare import compare_renders
+
+    rgb = torch.full((2, 3, 4, 4), 0.5)
+    alpha = torch.zeros(2, 4, 4)
+    alpha[:, :2] = 1.0                      # 8 of 16 pixels inside
+    assert compare_renders(rgb, alpha, rgb.clone(), alpha.clone()) == (math.inf, 1.0)
+    other = alpha.clone()
+    other[:, :, :2] = 1.0                   # 4 more pixels: union 12, intersection 8
+    psnr, iou = compare_renders(rgb + 0.1, other, rgb, alpha)   # MSE 0.01 -> 20 dB
+    assert math.isclose(psnr, 20.0, abs_tol=1e-4) and math.isclose(iou, 8 / 12, rel_tol=1e-6)
+
+
+def test_bench_quality_on_the_tiny_pipeline(tmp_path, capsys):
+    """scripts/bench_quality.py end to end (tiny random pipeline, 2 frames, two options): the default
+    is identical to itself, the exact kv-cache option too, the fast preset differs; passes counted."""
+    from ss4d.tiny import write_tiny_video_to_4d
+
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "scripts" / "bench_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = write_tiny_video_to_4d(str(tmp_path / "tiny"))
+    out = tmp_path / "q.json"
+    assert bench.main(["--model", model, "--frames", "2", "--only", "fast preset", "kv-cache", "--json", str(out)]) == 0
+    rows = {r["option"]: r for r in json.loads(out.read_text())["clips"]["assets/dancing_robot_fg.mp4"]}
+    assert list(rows) == ["default", "fast preset", "kv-cache"]
+    assert rows["default"]["psnr"] == math.inf and rows["kv-cache"]["psnr"] == math.inf
+    assert rows["kv-cache"]["voxel_iou"] == 1.0 and rows["kv-cache"]["calls"] == rows["default"]["calls"]
+    assert rows["fast preset"]["psnr"] < 100
+    # fast: 6 Heun steps a stage, batched -> 12 calls, 21 passes per stage (tiny settings: rescale_t 3, [0.5, 1])
+    assert rows["fast preset"]["calls_per_stage"] == {"sparse_structure": 12, "slat": 12}
+    assert "PSNR dB" in capsys.readouterr().out
