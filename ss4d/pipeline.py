@@ -540,8 +540,8 @@ class Pipeline:
         model = TimeChunkedFlow(flow, int(chunk), int(overlap)) if chunk else flow
         with self._on_device(flow):
             out = sampler.sample(model, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
-                                           verbose=progress, desc="Structured latent",
-                                           keep_trajectory=keep_trajectory, **self._sampler_params(params))
+                                 verbose=progress, desc="Structured latent",
+                                 keep_trajectory=keep_trajectory, **self._sampler_params(params))
         feats = out.samples.feats.float()
         std = self.slat_std.to(feats.device)
         mean = self.slat_mean.to(feats.device)
@@ -586,10 +586,12 @@ class Pipeline:
             frames: T frames (PIL images or uint8 ``[H, W, 3|4]`` arrays); RGBA as the official pipeline
                 wants, or RGB (matted with ``matting``/``mask_dir``, see :mod:`ss4d.matting`). T even, >= 2.
             seed: ``torch.manual_seed(seed)`` right after conditioning (None: leave the RNG alone).
-            num_steps: Euler steps of both stages; ``ss_steps`` / ``slat_steps`` per stage.
+            num_steps: sampler steps of both stages; ``ss_steps`` / ``slat_steps`` per stage.
             ss_cfg / slat_cfg: classifier-free guidance strengths.
             sparse_structure_sampler_params / slat_sampler_params: any other sampler parameters
-                (``cfg_interval``, ``rescale_t``), as in the official ``run``.
+                (``cfg_interval``, ``rescale_t``), as in the official ``run``, and the speed options
+                ``cfg_mode="batched"``, ``kv_cache=True``, ``solver="heun"`` (the Heun counterpart of
+                the folder's Euler sampler; :mod:`ss4d.presets` names the combinations).
             preprocess_image: False when ``frames`` are already SS4D-preprocessed 518² RGB images.
             progress: tqdm bars per sampling stage.
             keep_trajectory: keep every step's tensors and the decoder logits (memory heavy).
