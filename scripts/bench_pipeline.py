@@ -335,7 +335,8 @@ def _fp8_row(pipe, label, T, params, reference=None, **run):
     gaussians = row.get("gaussians_list")
     if reference is not None and gaussians is not None:
         frames = sorted({0, T // 2, T - 1})
-        psnr, iou = compare_renders(*render_views(gaussians, frames=frames), *render_views(reference, frames=frames))
+        ref = [reference[t].to(pipe.device) if t in frames else None for t in range(len(reference))]
+        psnr, iou = compare_renders(*render_views(gaussians, frames=frames), *render_views(ref, frames=frames))
         row.update(psnr_vs_bf16=psnr, iou_vs_bf16=iou, compared_frames=frames)
         print(f"  {label} T={T}: render PSNR vs bf16 {psnr:.2f} dB, silhouette IoU {iou:.4f}", flush=True)
     return row
@@ -420,8 +421,8 @@ def bench_gpu_full(frame_counts, dtype_names, steps, memory_frames, fast=True, b
         else:
             row = _gpu_row(pipe, label, T, presets[preset], **run)
         gaussians = row.pop("gaussians_list", None)
-        if keep and gaussians is not None:
-            kept[(name, T)] = gaussians
+        if keep and gaussians is not None:   # parked on the CPU: not counted in the later rows' peaks
+            kept[(name, T)] = [g.to("cpu") for g in gaussians]
         rows.append(row)
     if pipe.low_vram:
         pipe.disable_low_vram()

@@ -179,3 +179,27 @@ def test_bench_quality_on_the_tiny_pipeline(tmp_path, capsys):
     # fast: 6 Heun steps a stage, batched -> 12 calls, 21 passes per stage (tiny settings: rescale_t 3, [0.5, 1])
     assert rows["fast preset"]["calls_per_stage"] == {"sparse_structure": 12, "slat": 12}
     assert "PSNR dB" in capsys.readouterr().out
+
+
+def test_fp8_row_compares_renders_with_the_bf16_row(tmp_path_factory, monkeypatch):
+    """The fp8 row's machinery on the CPU, with the FP8 conversion faked away (a no-op): same input,
+    same seed, same weights as the bf16 default row, so the renders must be identical (inf dB); the
+    flows are restored afterwards."""
+    from ss4d import Pipeline
+    from ss4d.tiny import write_tiny_video_to_4d
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(str(tmp_path_factory.getbasetemp() / "tiny_fp8")))
+    flows = {k: pipe.models[k] for k in ("sparse_structure_flow_model", "slat_flow_model")}
+    monkeypatch.setattr("ss4d.fp8.fp8_missing", lambda device: [])
+    monkeypatch.setattr(Pipeline, "enable_fp8", lambda self: {"sparse_structure_flow_model": 0, "slat_flow_model": 0})
+    out = bench.bench_gpu_full([2], ["bf16"], 1, [], fast=False, pipe=pipe, image_size=64, ceiling_size=64,
+                               compile_backend="eager")
+    rows = {r["label"]: r for r in out["rows"]}
+    assert list(rows) == ["bf16 default", "bf16 mem", "bf16 mem low-vram", "bf16 default fp8", "bf16 default compile"]
+    fp8 = rows["bf16 default fp8"]
+    assert fp8["psnr_vs_bf16"] == math.inf and fp8["iou_vs_bf16"] == 1.0 and fp8["compared_frames"] == [0, 1]
+    assert all(pipe.models[k] is m for k, m in flows.items())
+    assert all("gaussians_list" not in r for r in out["rows"])
