@@ -20,7 +20,8 @@ EXPORT = ["scikit-image>=0.22", "fast-simplification>=0.1.7", "pygltflib>=1.16"]
 EXTRAS = {
     # GPU backends; installed only on machines with CUDA (see Makefile). spconv-cu120 has no
     # Python 3.12 wheel, spconv-cu126 does. flash-attn has no wheel on PyPI, so it is not listed.
-    "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging"],
+    # torchao: the opt-in FP8 matmuls (ss4d-generate --fp8, CUDA compute capability >= 8.9)
+    "cuda": ["spconv-cu126>=2.3.8", "gsplat>=1.5", "packaging", "torchao>=0.13"],
     # scikit-image: the independent SSIM reference of tests/test_eval_metrics.py
     "dev": ["pytest>=7", "pytest-timeout", "scikit-image>=0.21"],
     "pipeline": ["transformers>=4.48", "accelerate>=0.30"],

@@ -20,8 +20,9 @@ from typing import List, Optional
 from .exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, report_error
 from .default_model import MODEL_ENV, OFFICIAL_DIR, resolve_model
 from .io.output import PRODUCER
+from .presets import DEFAULT_PRESET, PRESETS, SOLVER_CHOICES, resolve_preset
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
+__all__ = ["main", "build_parser", "sampler_settings", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "DEFAULT_MODEL_ENV"]
 
 PROG = PRODUCER  # "ss4d-generate": result.json's command[0] marks a folder as an ss4d output
 MAX_SEED = 2 ** 63 - 1  # torch generators take a signed 64-bit seed on every device
@@ -57,6 +58,7 @@ example:
   ss4d-generate clip.mp4 -o out/clip --model checkpoints/SS4D --frames 16 --seed 1
   ss4d-generate frames_dir/ --render grid,compare --resolution 512 --device cuda
   ss4d-generate clip.mp4 --export glb,splat
+  ss4d-generate clip.mp4 --preset fast --device cuda --dtype bf16 --compile   (faster; see README)
 """
 
 
@@ -150,10 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-dir", metavar="DIR", help="one mask image per frame (white = object)")
 
     g = p.add_argument_group("sampling")
+    g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                   help="sampler preset: default = the model folder's settings (faithful); fast = "
+                        f"{PRESETS['fast'].summary} (under half the model passes; explicit flags below override "
+                        "it; quality vs default in README 'Performance')")
     g.add_argument("--steps-ss", type=_int_at_least("--steps-ss", 1), metavar="N",
-                   help="sparse-structure Euler steps (default: the model folder's)")
+                   help="sparse-structure steps (default: the preset's, else the model folder's)")
     g.add_argument("--steps-slat", type=_int_at_least("--steps-slat", 1), metavar="N",
-                   help="structured-latent Euler steps (default: the model folder's)")
+                   help="structured-latent steps (default: the preset's, else the model folder's)")
+    g.add_argument("--solver", choices=list(SOLVER_CHOICES),
+                   help="integration rule: euler (the model folder's) or heun (second order, two model "
+                        "evaluations per step; default: the preset's)")
     g.add_argument("--cfg-ss", type=_nonneg_float("--cfg-ss"), metavar="F", help="sparse-structure guidance strength")
     g.add_argument("--cfg-slat", type=_nonneg_float("--cfg-slat"), metavar="F", help="structured-latent guidance strength")
     g.add_argument("--seed", type=_int_at_least("--seed", 0, MAX_SEED), default=42, metavar="N",
@@ -163,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="model precision (default: fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--fp8", action="store_true",
+                   help="FP8 matmuls in the flow trunks' linear layers (torchao; a CUDA GPU with compute "
+                        "capability >= 8.9, e.g. H100/H200/L40/RTX 4090; bf16 torsos; changes the numbers: "
+                        "render PSNR vs bf16 from scripts/bench_pipeline.py's GPU run)")
     g.add_argument("--threads", type=_int_at_least("--threads", 1), metavar="N",
                    help="CPU threads for torch (default: the idle CPU cores, 1 for tiny test models; 1 is "
                         "much faster when the cores are shared with other busy processes)")
@@ -174,11 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--low-vram", action="store_true",
                    help="keep the models on the CPU and move each to the GPU only for its stage; sequential CFG "
                         "(same result, less GPU memory, slower)")
-    g.add_argument("--cfg-batched", action="store_true",
+    g.add_argument("--cfg-batched", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluate the guided and unguided passes in one batched call (same result within float "
-                        "tolerance; faster on a GPU, more memory per call)")
-    g.add_argument("--kv-cache", action="store_true",
-                   help="reuse the condition's cross-attention keys/values across sampler steps (exact)")
+                        "tolerance; faster on a GPU, more memory per call; default: the preset's)")
+    g.add_argument("--kv-cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="reuse the condition's cross-attention keys/values across sampler steps (exact; "
+                        "default: the preset's)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the dense structure-flow trunk (CUDA graphs on a GPU; the first call "
+                        "compiles; same result within float tolerance). Where compiling is unavailable (no C++ "
+                        "compiler / triton) a note says so and it runs eagerly")
     g.add_argument("--time-chunk", type=_int_at_least("--time-chunk", 2), metavar="N",
                    help="long clips: run the structured-latent flow and the 4D decoder on overlapping chunks of N "
                         "frames (even), blended at the borders (less memory; frames see N frames of context)")
@@ -244,6 +262,16 @@ def _check_flags(args) -> None:
         from .threads import default_threads
 
         torch.set_num_threads(default_threads())
+    if args.fp8:
+        from .fp8 import check_fp8
+
+        check_fp8(torch.device(args.device))
+        if args.dtype not in ("auto", "bf16"):
+            raise InputError(f"--fp8 runs with bf16 torsos, not --dtype {args.dtype}", "use --dtype bf16 or auto")
+        if args.low_vram:
+            raise InputError("--fp8 and --low-vram cannot be combined (the FP8 weights stay on the GPU)",
+                             "leave one of them out")
+        args.dtype = "bf16"
     if args.dtype == "fp16" and args.device == "cpu":
         raise InputError("--dtype fp16 needs a GPU (half precision is not supported well on CPU)",
                          "use --dtype fp32 or bf16 with --device cpu")
@@ -276,14 +304,11 @@ def _model_path(args, must_exist: bool = True) -> str:
     return path
 
 
-def speed_params(args) -> dict:
-    """Sampler parameters of the speed flags (empty = the faithful default path)."""
-    out = {}
-    if args.cfg_batched:
-        out["cfg_mode"] = "batched"
-    if args.kv_cache:
-        out["kv_cache"] = True
-    return out
+def sampler_settings(args):
+    """The preset with the explicit sampling / speed flags over it (:func:`ss4d.presets.resolve_preset`);
+    the default preset without flags gives no extra parameters (the faithful path)."""
+    return resolve_preset(args.preset, steps_ss=args.steps_ss, steps_slat=args.steps_slat, solver=args.solver,
+                          cfg_batched=args.cfg_batched, kv_cache=args.kv_cache)
 
 
 class _PipelineLoader:
@@ -309,6 +334,16 @@ class _PipelineLoader:
         pipe = Pipeline.from_pretrained(model_path, device=args.device, dtype=args.dtype, image_cond_model=args.dinov2)
         if args.low_vram:
             pipe.enable_low_vram()
+        if args.fp8:
+            counts = pipe.enable_fp8()
+            log(f"--fp8: {', '.join(f'{n} linear layers of {k}' for k, n in counts.items())} in float8")
+        if args.compile:
+            import warnings
+
+            with warnings.catch_warnings():   # the status is logged below instead
+                warnings.simplefilter("ignore", RuntimeWarning)
+                for key, status in pipe.enable_compile().items():
+                    log(f"--compile: {key} {status.describe()}")
         self.seconds = time.perf_counter() - t0
         if pipe.random_weights and args.threads is None:
             from .threads import TINY_MODEL_THREADS
@@ -419,8 +454,9 @@ def _generate_one(args, video: str, out_path: str, loader: _PipelineLoader, log:
     timings["load"] = loader.take_seconds()
     dtype_name = str(pipe.dtype).replace("torch.", "")
 
-    speed = speed_params(args)
-    result = pipe.run(images, seed=args.seed, ss_steps=args.steps_ss, slat_steps=args.steps_slat,
+    sampling = sampler_settings(args)
+    speed = sampling.sampler_params
+    result = pipe.run(images, seed=args.seed, ss_steps=sampling.steps_ss, slat_steps=sampling.steps_slat,
                       ss_cfg=args.cfg_ss, slat_cfg=args.cfg_slat, preprocess_image=False,
                       sparse_structure_sampler_params=speed, slat_sampler_params=speed, progress=progress,
                       time_chunk=args.time_chunk, time_overlap=args.time_overlap)
@@ -467,8 +503,11 @@ def _generate_one(args, video: str, out_path: str, loader: _PipelineLoader, log:
             "model": {"path": os.path.abspath(model_path), "random_weights": pipe.random_weights,
                       "device": args.device, "dtype": dtype_name, "cpu_threads": torch.get_num_threads(),
                       "low_vram": args.low_vram,
+                      "compile": {k: v.describe() for k, v in pipe.compiled.items()},
+                      "fp8_layers": pipe.fp8_layers,
                       "condition_encoder": type(pipe.image_cond_model).__name__},
             "seed": args.seed,
+            "preset": args.preset,
             "sampler": result.params,
             "num_frames": result.num_frames,
             "resolution": result.resolution,

@@ -14,6 +14,8 @@ Used by ``scripts/bench_pipeline.py`` (the GPU performance table of the README) 
 * :func:`matmul_ceiling` -- the measured dense matmul rate (TFLOP/s) of a device and dtype: the
   ceiling that achieved rates are reported against (datasheet peaks are leads only).
 * :class:`CallCounter` -- counts a module's forward calls (model evaluations per sampler run).
+* :class:`PassCounter` -- also the passes those calls hold (a batched-CFG call is two: the
+  conditional and the unconditional one), which is what a flow stage's compute scales with.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-__all__ = ["count_flops", "StageMeter", "matmul_ceiling", "CallCounter", "env_override", "format_table",
+__all__ = ["count_flops", "StageMeter", "matmul_ceiling", "CallCounter", "PassCounter", "env_override",
+           "format_table",
            "MATMUL_FLOPS_PER_MAC", "CEILING_SIZE", "CEILING_REPEATS"]
 
 #: A multiply-add counts as two floating-point operations.
@@ -173,6 +176,30 @@ class CallCounter:
     def __exit__(self, *exc) -> bool:
         self._handle.remove()
         return False
+
+
+class PassCounter(CallCounter):
+    """:class:`CallCounter` of a flow model called as ``model(x, t, cond, ...)`` that also counts
+    passes: ``passes`` = the condition rows seen / ``rows_per_pass`` (the rows of one pass, e.g. the
+    frame count T: a batched-CFG call on ``[cond; neg]`` holds 2T rows, two passes)."""
+
+    def __init__(self, module: nn.Module, rows_per_pass: int):
+        super().__init__(module)
+        self.rows_per_pass = rows_per_pass
+        self.rows = 0
+
+    def _hook(self, _module, args, kwargs):
+        cond = args[2] if len(args) > 2 else kwargs["cond"]
+        self.calls += 1
+        self.rows += int(cond.shape[0])
+
+    def __enter__(self) -> "PassCounter":
+        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    @property
+    def passes(self) -> float:
+        return self.rows / self.rows_per_pass
 
 
 def format_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, str, str]]) -> str:

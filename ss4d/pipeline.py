@@ -35,9 +35,10 @@ from trellis_ext.atomic import apply_umask, atomic_directory, merged_directory
 from trellis_ext.models.checkpoint import CheckpointError, load_config, save_pretrained
 from trellis_ext.pipelines.base import (PIPELINE_JSON, PipelineLoadError, build_sampler, load_models,
                                         read_pipeline_json)
-from trellis_ext.pipelines.samplers import SamplerOutput
+from trellis_ext.pipelines.samplers import SOLVERS, SamplerOutput, heun_counterpart
 from trellis_ext.sparse import SparseTensor
 
+from .compile_flow import COMPILE_TARGETS, DEFAULT_BACKEND, CompileStatus, compile_forward, uncompile_forward
 from .conditioning.dinov2 import DINOV2_NAME
 from .conditioning.resolve import ENCODER_DIR, ENCODER_FILE, load_condition_encoder
 from .errors import GenerationError, InputError, ModelFolderError
@@ -218,6 +219,10 @@ class Pipeline:
         self.source = source
         self._dtype = torch.float32
         self.offload: Optional[StageOffload] = None
+        #: :class:`ss4d.compile_flow.CompileStatus` of each compiled model (:meth:`enable_compile`)
+        self.compiled: Dict[str, CompileStatus] = {}
+        #: FP8 layers converted per model (:meth:`enable_fp8`; empty: none)
+        self.fp8_layers: Dict[str, int] = {}
         self._check_compatible()
 
     # ------------------------------------------------------------------ loading / saving
@@ -379,12 +384,52 @@ class Pipeline:
         device = parse_device(device) if device is not None else self.device
         self.offload = StageOffload(device)
         self.offload.park(*self.models.values(), self.image_cond_model)
+        self._recompile()
         return self
+
+    def enable_compile(self, backend: str = DEFAULT_BACKEND) -> Dict[str, CompileStatus]:
+        """``torch.compile`` the dense structure-flow trunk (:mod:`ss4d.compile_flow`): CUDA graphs
+        (``mode="reduce-overhead"``) on CUDA unless in low-VRAM mode, plain compilation elsewhere.
+        When compilation is unavailable here, one warning says why and the flow stays eager (the
+        statuses returned, also in :attr:`compiled`, say what happened). Same numbers within float
+        tolerance."""
+        cuda_graphs = not self.low_vram
+        self.compiled = {key: compile_forward(self.models[key], self.device, backend, cuda_graphs=cuda_graphs)
+                         for key in COMPILE_TARGETS}
+        return self.compiled
+
+    def enable_fp8(self) -> Dict[str, int]:
+        """FP8 matmuls in the flow trunks' linear layers (:mod:`ss4d.fp8`; torchao, CUDA compute
+        capability >= 8.9). Call after :meth:`to` (bf16 torsos). Returns the converted layer count per
+        model.
+
+        Raises:
+            InputError: no such GPU here, or torchao not installed (the message names what is missing).
+        """
+        from .fp8 import apply_fp8
+
+        self.fp8_layers = apply_fp8(self.models, self.device)
+        return self.fp8_layers
+
+    def disable_compile(self) -> "Pipeline":
+        """Back to the eager forwards."""
+        for key in self.compiled:
+            uncompile_forward(self.models[key])
+        self.compiled = {}
+        return self
+
+    def _recompile(self) -> None:
+        """After a mode change (low VRAM on/off), compile again with the mode that fits it."""
+        active = {s.backend for s in self.compiled.values() if s.active}
+        if active:
+            self.enable_compile(active.pop())
 
     def disable_low_vram(self) -> "Pipeline":
         """Back to every model resident on the compute device."""
         device, self.offload = self.device, None
-        return self.to(device)
+        self.to(device)
+        self._recompile()
+        return self
 
     def _on_device(self, *modules: nn.Module):
         """The stage's ``modules`` on the compute device (a no-op unless in low-VRAM mode)."""
@@ -394,6 +439,15 @@ class Pipeline:
 
     def _sampler_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
         return {**params, **LOW_VRAM_SAMPLER_PARAMS} if self.offload is not None else params
+
+    @staticmethod
+    def _solver_sampler(sampler, params: Dict[str, Any]):
+        """(sampler, params without ``solver``): ``solver="heun"`` swaps in the Heun counterpart of
+        the folder's Euler sampler (same velocity rule, :mod:`trellis_ext.pipelines.samplers.flow_heun`);
+        ``"euler"`` or none keeps the folder's sampler."""
+        params = dict(params)
+        solver = params.pop("solver", None)
+        return (heun_counterpart(sampler) if solver == "heun" else sampler), params
 
     @property
     def dtype(self) -> torch.dtype:
@@ -453,6 +507,8 @@ class Pipeline:
                 raise InputError(f"cfg strength must be a finite number >= 0, got {cfg}",
                                  "0 disables guidance; 3-7.5 is typical")
             p["cfg_strength"] = float(cfg)
+        if p.get("solver", SOLVERS[0]) not in SOLVERS:
+            raise InputError(f"unknown solver {p['solver']!r}", f"use one of {', '.join(SOLVERS)}")
         return p
 
     @torch.no_grad()
@@ -461,10 +517,11 @@ class Pipeline:
         """noise [T, C, r, r, r] -> (coords [N, 4] (t, x, y, z) int32, sampler output, logits [T, 1, R, R, R])."""
         num_frames = noise.shape[0]
         flow, decoder = self.models["sparse_structure_flow_model"], self.models["sparse_structure_decoder"]
+        sampler, params = self._solver_sampler(self.ss_sampler, params)
         with self._on_device(flow):
-            out = self.ss_sampler.sample(flow, noise, cond, neg_cond=neg_cond, num_frames=num_frames, verbose=progress,
-                                         desc="Sparse structure", keep_trajectory=keep_trajectory,
-                                         **self._sampler_params(params))
+            out = sampler.sample(flow, noise, cond, neg_cond=neg_cond, num_frames=num_frames, verbose=progress,
+                                 desc="Sparse structure", keep_trajectory=keep_trajectory,
+                                 **self._sampler_params(params))
         chunk = LOW_VRAM_DECODE_CHUNK if self.low_vram else DEFAULT_CHUNK_FRAMES
         with self._on_device(decoder):
             logits = decode_frames(decoder, out.samples[None], chunk_size=chunk)[0]
@@ -478,13 +535,13 @@ class Pipeline:
         ``params`` may hold ``time_chunk`` (and ``time_overlap``, default 0): evaluate the flow on
         overlapping chunks of that many frames, blended (:mod:`ss4d.time_chunks`; long clips)."""
         flow = self.models["slat_flow_model"]
-        params = dict(params)
+        sampler, params = self._solver_sampler(self.slat_sampler, params)
         chunk, overlap = params.pop("time_chunk", None), params.pop("time_overlap", 0)
         model = TimeChunkedFlow(flow, int(chunk), int(overlap)) if chunk else flow
         with self._on_device(flow):
-            out = self.slat_sampler.sample(model, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
-                                           verbose=progress, desc="Structured latent",
-                                           keep_trajectory=keep_trajectory, **self._sampler_params(params))
+            out = sampler.sample(model, noise, cond, neg_cond=neg_cond, num_frames=num_frames,
+                                 verbose=progress, desc="Structured latent",
+                                 keep_trajectory=keep_trajectory, **self._sampler_params(params))
         feats = out.samples.feats.float()
         std = self.slat_std.to(feats.device)
         mean = self.slat_mean.to(feats.device)
@@ -529,10 +586,12 @@ class Pipeline:
             frames: T frames (PIL images or uint8 ``[H, W, 3|4]`` arrays); RGBA as the official pipeline
                 wants, or RGB (matted with ``matting``/``mask_dir``, see :mod:`ss4d.matting`). T even, >= 2.
             seed: ``torch.manual_seed(seed)`` right after conditioning (None: leave the RNG alone).
-            num_steps: Euler steps of both stages; ``ss_steps`` / ``slat_steps`` per stage.
+            num_steps: sampler steps of both stages; ``ss_steps`` / ``slat_steps`` per stage.
             ss_cfg / slat_cfg: classifier-free guidance strengths.
             sparse_structure_sampler_params / slat_sampler_params: any other sampler parameters
-                (``cfg_interval``, ``rescale_t``), as in the official ``run``.
+                (``cfg_interval``, ``rescale_t``), as in the official ``run``, and the speed options
+                ``cfg_mode="batched"``, ``kv_cache=True``, ``solver="heun"`` (the Heun counterpart of
+                the folder's Euler sampler; :mod:`ss4d.presets` names the combinations).
             preprocess_image: False when ``frames`` are already SS4D-preprocessed 518² RGB images.
             progress: tqdm bars per sampling stage.
             keep_trajectory: keep every step's tensors and the decoder logits (memory heavy).
