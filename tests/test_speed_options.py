@@ -181,3 +181,44 @@ def test_pipeline_solver_parameter(setup):
     assert got.params["slat"]["solver"] == "heun"
     with pytest.raises(InputError, match="unknown solver"):
         pipe.run(frames, sparse_structure_sampler_params={"solver": "rk4"}, **kw)
+
+
+class _HostReads:
+    """Counts ``Tensor.tolist`` / ``Tensor.item`` calls (each a device -> host copy, a sync on a GPU) and
+    ``pool_structure`` calls (a sort) while active."""
+
+    def __init__(self, monkeypatch):
+        import trellis_ext.sparse.spatial as spatial
+
+        self.count = 0
+        for name in ("tolist", "item"):
+            orig = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counting(orig))
+        monkeypatch.setattr(spatial, "pool_structure", self._counting(spatial.pool_structure))
+
+    def _counting(self, fn):
+        def wrapped(*a, **k):
+            self.count += 1
+            return fn(*a, **k)
+        return wrapped
+
+
+@pytest.mark.parametrize("stage", ["ss", "slat"])
+@pytest.mark.parametrize("cfg_mode", ["sequential", "batched"])
+def test_no_host_reads_inside_the_sampler_loop_after_the_first_step(setup, stage, cfg_mode, monkeypatch):
+    """The first step builds what depends on the voxels only (pooling groups, layouts, neighbour maps,
+    window partitions) and caches it on the voxel set; every later step reuses it: no host read, no sort."""
+    pipe, cond, ss_noise, slat_noise = setup
+    noise = ss_noise if stage == "ss" else slat_noise
+    ref, _ = _sample(pipe, stage, cond, noise, cfg_mode=cfg_mode)
+    reads = _HostReads(monkeypatch)
+    per_step = []
+    key = "sparse_structure_flow_model" if stage == "ss" else "slat_flow_model"
+    sampler = pipe.ss_sampler if stage == "ss" else pipe.slat_sampler
+    out = sampler.sample(pipe.models[key], noise, cond, neg_cond=torch.zeros_like(cond), num_frames=T,
+                         keep_trajectory=False, callback=lambda i, x: per_step.append(reads.count),
+                         cfg_mode=cfg_mode, **PLAIN)
+    assert len(per_step) == STEPS
+    assert [b - a for a, b in zip(per_step, per_step[1:])] == [0] * (STEPS - 1), per_step
+    got = out.samples.feats if isinstance(out.samples, SparseTensor) else out.samples
+    assert torch.equal(got, ref)                   # the cached structures give the same numbers

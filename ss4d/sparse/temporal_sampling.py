@@ -35,7 +35,7 @@ from torch import nn
 
 from ss4d.frames import FrameLayoutError, check_folded_batch
 from trellis_ext.sparse import SparseTensor
-from trellis_ext.sparse.spatial import MEAN_MODES, pool_rows
+from trellis_ext.sparse.spatial import MEAN_MODES, cached_pool_structure, pool_feats
 
 __all__ = ["TEMPORAL_FACTOR", "MEAN_MODES", "UPSAMPLE_T_CACHE_KEY", "check_even_frames",
            "SparseDownsampleTemporal", "SparseUpsampleTemporal"]
@@ -68,7 +68,8 @@ class SparseDownsampleTemporal(nn.Module):
         num_frames: T, checked to be even and to divide the batch; ``None`` only checks that the
             folded batch size is even (pairs are then formed on the folded index).
         Returns a SparseTensor with feats [M, ...], coords [M, 4] as (b·T/2 + k, x, y, z) sorted
-        by that key, batch size B·T/2, the input's scale and a fresh spatial cache.
+        by that key, batch size B·T/2, the input's scale and its own spatial cache (new for a new voxel
+        set; the same one again when called on the same voxels, e.g. at every sampler step).
     """
 
     def __init__(self, factor: int = TEMPORAL_FACTOR, mean_mode: str = "trellis"):
@@ -87,12 +88,16 @@ class SparseDownsampleTemporal(nn.Module):
         elif x.batch_size % self.factor:
             raise FrameLayoutError(f"a folded batch of {x.batch_size} entries cannot be split into frame "
                                    f"pairs; the number of frames must be even (valid T: 2, 4, 6, ...)")
-        coords = x.coords.long()
-        packed = torch.cat([torch.div(coords[:, :1], self.factor, rounding_mode="floor"), coords[:, 1:]], 1)
-        new_coords, new_feats, idx = pool_rows(packed, x.feats, self.mean_mode)
+        def packed(coords: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.div(coords[:, :1], self.factor, rounding_mode="floor"), coords[:, 1:]], 1)
 
+        structure = cached_pool_structure(x, f"downsample_t_{self.factor}", packed, x.batch_size // self.factor)
+        if structure.cache is None:
+            structure.cache = {}        # the packed voxel set's own cache, the same at every call on these voxels
+        new_coords, idx = structure.coords, structure.idx
+        new_feats = pool_feats(x.feats, structure, self.mean_mode)
         out = SparseTensor(new_feats, new_coords, shape=(x.batch_size // self.factor,) + tuple(new_feats.shape[1:]),
-                           scale=x._scale)
+                           layout=structure.layout, scale=x._scale, spatial_cache=structure.cache)
         out.register_spatial_cache(UPSAMPLE_T_CACHE_KEY, {
             "coords": x.coords, "layout": x.layout, "shape": x.shape, "scale": x._scale, "idx": idx,
             "packed": new_coords.shape[0], "cache": x._spatial_cache,

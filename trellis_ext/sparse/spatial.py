@@ -18,15 +18,17 @@ Mean-pool semantics (``mean_mode``):
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .conv.functional import HALF_DTYPES, decode_keys, encode_keys, per_axis
+from .conv.functional import HALF_DTYPES, decode_keys, encode_keys, per_axis, same_keys
 from .tensor import SparseTensor
 
-__all__ = ["SparseDownsample", "SparseUpsample", "SparseSubdivide", "MEAN_MODES", "upsample_cache_key"]
+__all__ = ["SparseDownsample", "SparseUpsample", "SparseSubdivide", "MEAN_MODES", "upsample_cache_key",
+           "PoolStructure", "pool_structure", "pool_feats", "cached_pool_structure"]
 
 SPATIAL_DIMS = 3
 MEAN_MODES = ("trellis", "exact")
@@ -47,23 +49,72 @@ def upsample_cache_key(factor: Tuple[int, int, int]) -> str:
     return f"upsample_{tuple(factor)}"
 
 
+@dataclass
+class PoolStructure:
+    """Which input rows merge into which output row: everything of a pooling that depends on the coords only.
+
+    Attributes:
+        source: the input coords [N, 4] it was computed for (checked before reuse).
+        coords: unique output keys [M, 4] int32, sorted lexicographically.
+        idx: [N] int64, the output row of each input row. counts: [M] int64, input rows per output row.
+        layout: per-batch slices of the output rows (``None`` until the caller sets it).
+        cache: the spatial-cache dict the pooled tensor uses (``None``: the caller decides).
+    """
+
+    source: torch.Tensor
+    coords: torch.Tensor
+    idx: torch.Tensor
+    counts: torch.Tensor
+    layout: Optional[List[slice]] = None
+    cache: Optional[Dict] = None
+
+
+def pool_structure(keys: torch.Tensor, source: torch.Tensor) -> PoolStructure:
+    """Group the rows of integer ``keys`` [N, D] by value (``source``: the coords the keys came from)."""
+    codes, spec = encode_keys(keys)
+    uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
+    return PoolStructure(source=source, coords=decode_keys(uniq, spec).to(torch.int32), idx=idx, counts=counts)
+
+
+def pool_feats(feats: torch.Tensor, structure: PoolStructure, mean_mode: str = "trellis") -> torch.Tensor:
+    """Average ``feats`` [N, ...] over the rows ``structure`` merges -> [M, ...]. ``mean_mode="trellis"``
+    divides the sum by count + 1 (what ``torch.scatter_reduce(zeros, ..., "mean")`` with
+    ``include_self=True`` computes, and so what TRELLIS / SS4D checkpoints were trained with); ``"exact"``
+    divides by the count. Accumulates half-precision inputs in fp32."""
+    acc_dtype = torch.float32 if feats.dtype in HALF_DTYPES else feats.dtype
+    sums = feats.new_zeros((structure.coords.shape[0],) + tuple(feats.shape[1:]), dtype=acc_dtype)
+    sums = sums.index_add(0, structure.idx, feats.to(acc_dtype))
+    denom = structure.counts + 1 if mean_mode == "trellis" else structure.counts
+    denom = denom.to(acc_dtype).reshape((-1,) + (1,) * (feats.dim() - 1))
+    return (sums / denom).to(feats.dtype)
+
+
 def pool_rows(keys: torch.Tensor, feats: torch.Tensor, mean_mode: str = "trellis"):
     """Merge rows with equal integer ``keys`` [N, D] and average their ``feats`` [N, ...].
 
     Returns (unique keys [M, D] int32 sorted lexicographically, pooled feats [M, ...], inverse index
-    [N] int64 mapping each input row to its output row). ``mean_mode="trellis"`` divides the sum by
-    count + 1 (what ``torch.scatter_reduce(zeros, ..., "mean")`` with ``include_self=True`` computes, and
-    so what TRELLIS / SS4D checkpoints were trained with); ``"exact"`` divides by the count.
-    Accumulates half-precision inputs in fp32.
+    [N] int64 mapping each input row to its output row); see :func:`pool_feats` for ``mean_mode``.
     """
-    codes, spec = encode_keys(keys)
-    uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
-    acc_dtype = torch.float32 if feats.dtype in HALF_DTYPES else feats.dtype
-    sums = feats.new_zeros((uniq.shape[0],) + tuple(feats.shape[1:]), dtype=acc_dtype)
-    sums = sums.index_add(0, idx, feats.to(acc_dtype))
-    denom = counts + 1 if mean_mode == "trellis" else counts
-    denom = denom.to(acc_dtype).reshape((-1,) + (1,) * (feats.dim() - 1))
-    return decode_keys(uniq, spec).to(torch.int32), (sums / denom).to(feats.dtype), idx
+    structure = pool_structure(keys, keys)
+    return structure.coords, pool_feats(feats, structure, mean_mode), structure.idx
+
+
+def cached_pool_structure(x: SparseTensor, cache_key: str, keys_fn: Callable[[torch.Tensor], torch.Tensor],
+                          batch_size: int) -> PoolStructure:
+    """The :class:`PoolStructure` of ``keys_fn(x.coords)``, kept in ``x``'s spatial cache under ``cache_key``.
+
+    A sampler calls a flow on the same voxels at every step (``replace`` keeps the coords object and the
+    cache), so the grouping, the output layout and the output tensor's own cache are computed once per
+    voxel set: later calls launch no sort and read nothing back to the host, and the pooled tensor's
+    neighbour maps / window partitions are found again in its cache.
+    """
+    hit = x.get_spatial_cache(cache_key)
+    if isinstance(hit, PoolStructure) and same_keys(hit.source, x.coords):
+        return hit
+    structure = pool_structure(keys_fn(x.coords.long()), x.coords)
+    structure.layout = SparseTensor._compute_layout(structure.coords, batch_size)
+    x.register_spatial_cache(cache_key, structure)
+    return structure
 
 
 class SparseDownsample(nn.Module):
@@ -89,15 +140,21 @@ class SparseDownsample(nn.Module):
         self.mean_mode = mean_mode
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        coords = x.coords.long()
-        factor = torch.tensor((1,) + self.factor, dtype=torch.long, device=coords.device)
-        coarse = torch.div(coords, factor, rounding_mode="floor")  # batch column divided by 1
-        new_coords, new_feats, idx = pool_rows(coarse, x.feats, self.mean_mode)
+        factor = (1,) + self.factor                      # the batch column is divided by 1
+
+        def coarse(coords: torch.Tensor) -> torch.Tensor:
+            return torch.div(coords, torch.tensor(factor, dtype=torch.long, device=coords.device),
+                             rounding_mode="floor")
+
+        structure = cached_pool_structure(x, f"downsample_{self.factor}", coarse, x.batch_size)
+        new_coords, idx = structure.coords, structure.idx
+        new_feats = pool_feats(x.feats, structure, self.mean_mode)
 
         out = SparseTensor(
             new_feats,
             new_coords,
             shape=x.shape,
+            layout=structure.layout,
             scale=tuple(s * f for s, f in zip(x._scale, self.factor)),
             spatial_cache=x._spatial_cache,
         )
