@@ -2,7 +2,8 @@
 
 * :class:`SparseDownsample` (``factor``): coords (x, y, z) floor-divided by the factor (batch
   column kept), de-duplicated and sorted by (batch, x, y, z); features mean-pooled over the
-  children of each coarse voxel. Scale x factor. Caches the map back to the fine voxels.
+  children of each coarse voxel. Scale x factor. Caches the map back to the fine voxels, and its
+  pooling groups on the input's voxel set (:func:`cached_pool_structure`: built once per voxel set).
 * :class:`SparseUpsample` (``factor``): inverse of a paired downsample: every original fine
   voxel (original coords, row order, layout, scale) gets its coarse voxel's feature. Without a
   paired downsample it raises.
