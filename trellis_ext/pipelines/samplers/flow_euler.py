@@ -150,6 +150,11 @@ class FlowEulerSampler:
             return self._sample(model, noise, cond, steps, rescale_t, verbose, callback, desc, keep_trajectory,
                                 **kwargs)
 
+    def advance(self, model, x, t: float, t_prev: float, v, cond, **kwargs):
+        """x at ``t_prev`` from x at ``t`` and the velocity ``v`` there: the Euler step ``x - (t - t_prev)·v``
+        (the Heun samplers add a corrector evaluation here)."""
+        return x - (t - t_prev) * v
+
     def _sample(self, model, noise, cond, steps, rescale_t, verbose, callback, desc, keep_trajectory,
                 **kwargs) -> SamplerOutput:
         from tqdm.auto import tqdm
@@ -160,7 +165,7 @@ class FlowEulerSampler:
             v = self.predict_velocity(model, x, t, cond, **kwargs)
             if keep_trajectory:
                 out.pred_x_0.append(self.v_to_x0(x, t, v))
-            x = x - (t - t_prev) * v
+            x = self.advance(model, x, t, t_prev, v, cond, **kwargs)
             if keep_trajectory:
                 out.pred_x_t.append(x)
             if callback is not None:

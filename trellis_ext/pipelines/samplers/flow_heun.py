@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .flow_euler import FlowEulerCfgSampler, FlowEulerGuidanceIntervalSampler, FlowEulerSampler, SamplerOutput, \
-    time_grid
+from .flow_euler import FlowEulerCfgSampler, FlowEulerGuidanceIntervalSampler, FlowEulerSampler, time_grid
 
 __all__ = ["FlowHeunSampler", "FlowHeunCfgSampler", "FlowHeunGuidanceIntervalSampler", "HEUN_SAMPLERS",
            "SOLVERS", "heun_counterpart", "velocity_evaluations"]
@@ -29,27 +28,13 @@ SOLVERS = ("euler", "heun")
 
 
 class _HeunStep:
-    """The Heun loop, mixed into an Euler sampler class (which supplies ``predict_velocity``)."""
+    """The Heun step, mixed into an Euler sampler class (which supplies the loop and ``predict_velocity``)."""
 
-    def _sample(self, model, noise, cond, steps, rescale_t, verbose, callback, desc, keep_trajectory,
-                **kwargs) -> SamplerOutput:
-        from tqdm.auto import tqdm
-
-        x = noise
-        out = SamplerOutput(samples=None)
-        for i, (t, t_prev) in enumerate(tqdm(time_grid(steps, rescale_t), desc=desc, disable=not verbose)):
-            h = t - t_prev
-            v = self.predict_velocity(model, x, t, cond, **kwargs)
-            if keep_trajectory:
-                out.pred_x_0.append(self.v_to_x0(x, t, v))
-            v_end = self.predict_velocity(model, x - h * v, t_prev, cond, **kwargs)
-            x = x - (0.5 * h) * (v + v_end)
-            if keep_trajectory:
-                out.pred_x_t.append(x)
-            if callback is not None:
-                callback(i, x)
-        out.samples = x
-        return out
+    def advance(self, model, x, t: float, t_prev: float, v, cond, **kwargs):
+        """Corrector: the velocity at the Euler step's end, then the trapezoidal rule (module docstring)."""
+        h = t - t_prev
+        v_end = self.predict_velocity(model, x - h * v, t_prev, cond, **kwargs)
+        return x - (0.5 * h) * (v + v_end)
 
 
 class FlowHeunSampler(_HeunStep, FlowEulerSampler):
