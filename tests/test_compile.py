@@ -59,6 +59,7 @@ def test_unavailable_compiler_warns_once_and_runs_eagerly(setup, monkeypatch):
     pipe, cond, noise = setup
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("ss4d.compile_flow._warned", set())   # "once" is per process: other tests may have said it
     assert "C++ compiler" in compile_unavailable_reason(torch.device("cpu"))
     flow = pipe.models["sparse_structure_flow_model"]
     with pytest.warns(RuntimeWarning, match="--compile requested but inductor needs a C\\+\\+ compiler"):
