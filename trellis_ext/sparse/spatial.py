@@ -90,16 +90,6 @@ def pool_feats(feats: torch.Tensor, structure: PoolStructure, mean_mode: str = "
     return (sums / denom).to(feats.dtype)
 
 
-def pool_rows(keys: torch.Tensor, feats: torch.Tensor, mean_mode: str = "trellis"):
-    """Merge rows with equal integer ``keys`` [N, D] and average their ``feats`` [N, ...].
-
-    Returns (unique keys [M, D] int32 sorted lexicographically, pooled feats [M, ...], inverse index
-    [N] int64 mapping each input row to its output row); see :func:`pool_feats` for ``mean_mode``.
-    """
-    structure = pool_structure(keys, keys)
-    return structure.coords, pool_feats(feats, structure, mean_mode), structure.idx
-
-
 def cached_pool_structure(x: SparseTensor, cache_key: str, keys_fn: Callable[[torch.Tensor], torch.Tensor],
                           batch_size: int) -> PoolStructure:
     """The :class:`PoolStructure` of ``keys_fn(x.coords)``, kept in ``x``'s spatial cache under ``cache_key``.
