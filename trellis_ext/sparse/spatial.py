@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .conv.functional import HALF_DTYPES, decode_keys, encode_keys, per_axis, same_keys
+from .conv.backends import coords_cache_get, coords_cache_put
+from .conv.functional import HALF_DTYPES, decode_keys, encode_keys, per_axis
 from .tensor import SparseTensor
 
 __all__ = ["SparseDownsample", "SparseUpsample", "SparseSubdivide", "MEAN_MODES", "upsample_cache_key",
@@ -55,14 +56,12 @@ class PoolStructure:
     """Which input rows merge into which output row: everything of a pooling that depends on the coords only.
 
     Attributes:
-        source: the input coords [N, 4] it was computed for (checked before reuse).
         coords: unique output keys [M, 4] int32, sorted lexicographically.
         idx: [N] int64, the output row of each input row. counts: [M] int64, input rows per output row.
         layout: per-batch slices of the output rows (``None`` until the caller sets it).
         cache: the spatial-cache dict the pooled tensor uses (``None``: the caller decides).
     """
 
-    source: torch.Tensor
     coords: torch.Tensor
     idx: torch.Tensor
     counts: torch.Tensor
@@ -70,11 +69,11 @@ class PoolStructure:
     cache: Optional[Dict] = None
 
 
-def pool_structure(keys: torch.Tensor, source: torch.Tensor) -> PoolStructure:
-    """Group the rows of integer ``keys`` [N, D] by value (``source``: the coords the keys came from)."""
+def pool_structure(keys: torch.Tensor) -> PoolStructure:
+    """Group the rows of integer ``keys`` [N, D] by value."""
     codes, spec = encode_keys(keys)
     uniq, idx, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
-    return PoolStructure(source=source, coords=decode_keys(uniq, spec).to(torch.int32), idx=idx, counts=counts)
+    return PoolStructure(coords=decode_keys(uniq, spec).to(torch.int32), idx=idx, counts=counts)
 
 
 def pool_feats(feats: torch.Tensor, structure: PoolStructure, mean_mode: str = "trellis") -> torch.Tensor:
@@ -99,12 +98,11 @@ def cached_pool_structure(x: SparseTensor, cache_key: str, keys_fn: Callable[[to
     voxel set: later calls launch no sort and read nothing back to the host, and the pooled tensor's
     neighbour maps / window partitions are found again in its cache.
     """
-    hit = x.get_spatial_cache(cache_key)
-    if isinstance(hit, PoolStructure) and same_keys(hit.source, x.coords):
-        return hit
-    structure = pool_structure(keys_fn(x.coords.long()), x.coords)
-    structure.layout = SparseTensor._compute_layout(structure.coords, batch_size)
-    x.register_spatial_cache(cache_key, structure)
+    structure = coords_cache_get(x, cache_key)
+    if structure is None:
+        structure = pool_structure(keys_fn(x.coords.long()))
+        structure.layout = SparseTensor._compute_layout(structure.coords, batch_size)
+        coords_cache_put(x, cache_key, structure)
     return structure
 
 

@@ -29,7 +29,7 @@ import torch
 
 from ...attention.kv_cache import cross_attention_kv_cache
 from ...sparse import SparseTensor, sparse_cat
-from ...sparse.conv.functional import same_keys
+from ...sparse.conv import coords_cache_get, coords_cache_put
 from .flow_process import SIGMA_MIN, TIMESTEP_SCALE, x0_from_velocity
 
 __all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
@@ -81,7 +81,6 @@ PAIR_CACHE_KEY = "cfg_pair"
 class _PairVoxels:
     """The doubled voxel set of a sparse ``x`` (built once per voxel set, reused at every step)."""
 
-    source: torch.Tensor     # x.coords it was built for
     coords: torch.Tensor     # [2N, 4], the copy's batch indices offset by B
     layout: List[slice]
     batch: int
@@ -93,11 +92,11 @@ def _stack_pair(x):
     doubled voxels, their layout and their spatial cache are kept in ``x``'s cache, so a sampler's later
     steps rebuild nothing)."""
     if isinstance(x, SparseTensor):
-        pair = x.get_spatial_cache(PAIR_CACHE_KEY)
-        if not (isinstance(pair, _PairVoxels) and same_keys(pair.source, x.coords)):
+        pair = coords_cache_get(x, PAIR_CACHE_KEY)
+        if pair is None:
             doubled = sparse_cat([x, x])
-            pair = _PairVoxels(x.coords, doubled.coords, doubled.layout, doubled.shape[0], doubled._spatial_cache)
-            x.register_spatial_cache(PAIR_CACHE_KEY, pair)
+            pair = _PairVoxels(doubled.coords, doubled.layout, doubled.shape[0], doubled._spatial_cache)
+            coords_cache_put(x, PAIR_CACHE_KEY, pair)
         feats = torch.cat([x.feats, x.feats], 0)
         return SparseTensor(feats, pair.coords, shape=(pair.batch,) + tuple(feats.shape[1:]), layout=pair.layout,
                             scale=x._scale, spatial_cache=pair.cache)

@@ -16,6 +16,8 @@ from .backends import (
     CONV_BACKENDS,
     available_backends,
     cached_neighbor_map,
+    coords_cache_get,
+    coords_cache_put,
     get_neighbor_map,
     select_backend,
     spconv_available,
@@ -38,6 +40,7 @@ from .functional import (
 __all__ = [
     "SparseConv3d", "SubMConvWeights", "subm_conv3d",
     "BACKEND_ENV", "BACKEND_CHOICES", "CONV_BACKENDS", "select_backend", "available_backends",
+    "coords_cache_get", "coords_cache_put",
     "spconv_available", "get_neighbor_map", "cached_neighbor_map",
     "MISSING", "KeySpec", "NeighborMap", "kernel_offsets", "pad_offsets", "encode_keys",
     "decode_keys", "build_neighbor_map", "submanifold_conv", "per_axis",

@@ -30,6 +30,8 @@ from ..tensor import SparseTensor
 from .functional import NeighborMap, build_neighbor_map, kernel_offsets, pad_offsets, same_keys, submanifold_conv
 
 __all__ = [
+    "coords_cache_get",
+    "coords_cache_put",
     "BACKEND_ENV",
     "BACKEND_CHOICES",
     "CONV_BACKENDS",
@@ -119,15 +121,17 @@ def available_backends(device: torch.device) -> Tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------ torch backend
-def _cache_get(x: SparseTensor, key: str) -> Any:
-    """A value cached by :func:`_cache_put` for coords equal to ``x.coords``, else None."""
+def coords_cache_get(x: SparseTensor, key: str) -> Any:
+    """A value cached by :func:`coords_cache_put` for coords equal to ``x.coords``, else None (what depends on
+    the voxel set only: neighbour maps, pooling groups, ...; found again at every sampler step)."""
     entry = x.get_spatial_cache(key)
     if isinstance(entry, _CoordsEntry) and same_keys(entry.coords, x.coords):
         return entry.value
     return None
 
 
-def _cache_put(x: SparseTensor, key: str, value: Any) -> None:
+def coords_cache_put(x: SparseTensor, key: str, value: Any) -> None:
+    """Keep ``value`` in ``x``'s spatial cache under ``key``, tagged with the coords it belongs to."""
     x.register_spatial_cache(key, _CoordsEntry(x.coords, value))
 
 
@@ -159,11 +163,11 @@ def cached_neighbor_map(
     Returns:
         :class:`NeighborMap` with ``table`` [N, K] (row order of ``x``).
     """
-    nmap = _cache_get(x, cache_key)
+    nmap = coords_cache_get(x, cache_key)
     if nmap is None:
         keys = x.coords.long() if keys_fn is None else keys_fn(x.coords).long()
         nmap = NeighborMap(build_neighbor_map(keys, offsets.to(keys.device)), source=x.coords)
-        _cache_put(x, cache_key, nmap)
+        coords_cache_put(x, cache_key, nmap)
     return nmap
 
 
@@ -232,16 +236,16 @@ def _spconv_subm_conv3d(x, weight, bias, kernel_size, dilation, indice_key):
     shell.__dict__["weight"] = weight.to(feats.dtype)
     shell.__dict__["bias"] = None if bias is None else bias.to(feats.dtype)
 
-    spatial_shape = _cache_get(x, _SPCONV_SHAPE_CACHE)
+    spatial_shape = coords_cache_get(x, _SPCONV_SHAPE_CACHE)
     if spatial_shape is None:
         spatial_shape = (x.coords[:, NUM_BATCH_COLUMNS:].max(0).values + 1).tolist()
-        _cache_put(x, _SPCONV_SHAPE_CACHE, spatial_shape)
+        coords_cache_put(x, _SPCONV_SHAPE_CACHE, spatial_shape)
     sp = spconv.SparseConvTensor(feats, x.coords.contiguous(), spatial_shape, x.batch_size)
-    indice_dict = _cache_get(x, _SPCONV_INDICE_CACHE)
+    indice_dict = coords_cache_get(x, _SPCONV_INDICE_CACHE)
     if indice_dict is not None:
         sp.indice_dict = dict(indice_dict)
     out = shell(sp)
-    _cache_put(x, _SPCONV_INDICE_CACHE, out.indice_dict)
+    coords_cache_put(x, _SPCONV_INDICE_CACHE, out.indice_dict)
     return out.features
 
 
