@@ -6,8 +6,8 @@ built on transformers' ``Dinov2WithRegistersModel``. Sources accepted by :func:`
 * ``"tiny-random"`` - a tiny randomly initialised model of the same class (seeded, for tests);
   ``"random-vitl14-reg"`` - the full-size architecture, randomly initialised;
   ``"small-sincos"`` - a small random model of the same class whose position embeddings are a fixed 2D
-  sin-cos table (:data:`SMALL_SINCOS`): the encoder proposed for the small model trained here (its model card
-  measures the gain; the shipped weights still use ``tiny-random``). A random
+  sin-cos table (:data:`SMALL_SINCOS`): the condition encoder of the small model trained here
+  (``checkpoints/ss4d-small``; its model card measures what it gains over ``tiny-random``). A random
   DINOv2's learned-position slot holds tiny random vectors (norm ~0.1 against ~5 for a patch's content), so
   its tokens hardly say *where* a patch is and a flow conditioned on them cannot place an object's parts;
   the sin-cos table (norm ~6 at width 64) makes the patch grid readable.
