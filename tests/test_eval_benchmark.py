@@ -96,3 +96,24 @@ def test_benchmark_scores_the_named_animations_sampled_as_asked(setup, tmp_path,
     clip = json.loads((out / "dataset" / "clips" / "Fox__2-Run" / "clip.json").read_text())
     times = clip["times"]
     assert clip["time_mode_used"] == "stretch" and times[0] == pytest.approx(0.0) and times[-1] == pytest.approx(1.158, abs=1e-3)   # the clip's whole span
+
+
+def test_benchmark_overwrite_replaces_its_own_report_and_nothing_of_the_users(setup, tmp_path, capsys):
+    """``--overwrite`` replaces a previous benchmark's report folder (every file in it listed by its report.json);
+    seen before the fix: "is not an ss4d output (no result.json written by ss4d-generate)" for a folder the
+    benchmark itself had written, so a re-evaluation always stopped. A file the user added there stops it."""
+    assets, model = setup
+    out = tmp_path / "report"
+    args = ["benchmark", "--assets", str(assets), "--model", str(model), "-o", str(out),
+            "--weights", str(tmp_path / "none"), *SMALL]
+    assert main(args) == 0, capsys.readouterr().err
+    first = json.loads((out / "report.json").read_text())
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert sorted(first["files"]) == sorted(f for f in written if f != "report.json")
+    (out / "report.md").write_text("stale")
+    assert main(args + ["--overwrite"]) == 0, capsys.readouterr().err
+    assert (out / "report.md").read_text() != "stale" and (out / "report.json").is_file()
+    (out / "my_notes.txt").write_text("mine")
+    assert main(args + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "my_notes.txt" in err and (out / "my_notes.txt").read_text() == "mine"

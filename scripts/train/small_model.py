@@ -78,6 +78,13 @@ def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and path.stat().st_mtime >= than.stat().st_mtime
 
 
+def _newest_model_file(folder: Path) -> Path:
+    """The most recently written of a pipeline folder's model files (``pipeline.json`` and the files in its
+    sub-folders: a retrain may change only the weights; the card, sheets and reports beside them do not count)."""
+    files = [folder / "pipeline.json"] + [f for f in folder.glob("*/**/*") if f.is_file()]
+    return max(files, key=lambda f: f.stat().st_mtime)
+
+
 def log(msg: str) -> None:
     print(f"[small-model] {msg}", flush=True)
 
@@ -221,7 +228,7 @@ class Recipe:
             names = ",".join(animations) if isinstance(animations, list) else animations
             for model_name, folder in models.items():
                 report = self.out / "eval" / f"{set_name}__{model_name}"
-                if not _newer(report / "report.json", folder / "pipeline.json"):   # resumable: done reports stay
+                if not _newer(report / "report.json", _newest_model_file(folder)):   # resumable: reports newer than the model stay
                     self.run(f"eval {set_name} {model_name}",
                              [self.py, "-m", "ss4d.evaluation.cli", "benchmark", "--assets", assets, "--model", folder,
                               "-o", report, "--animations", names, *EVAL_ARGS])

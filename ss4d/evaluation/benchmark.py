@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.output import BENCHMARK_PRODUCER, BENCHMARK_REPORT as REPORT_JSON
 from .scoring import Evaluator, aggregate
 
 __all__ = ["BenchmarkSettings", "run_benchmark", "build_ground_truth", "SHEET_VIEW", "DATASET_DIR", "OUTPUTS_DIR",
@@ -37,7 +38,7 @@ __all__ = ["BenchmarkSettings", "run_benchmark", "build_ground_truth", "SHEET_VI
 
 DATASET_DIR = "dataset"
 OUTPUTS_DIR = "outputs"
-REPORT_JSON, REPORT_MD, SHEET_PNG = "report.json", "report.md", "contact_sheet.png"
+REPORT_MD, SHEET_PNG = "report.md", "contact_sheet.png"
 SHEET_VIEW = 0          # the ground-truth view shown in the contact sheet
 GT_STEPS = ("mesh", "voxelize", "render", "cond")
 #: (views, frames, resolution): the paper's protocol (CUDA default) and a CPU smoke run (a few minutes for
@@ -154,9 +155,12 @@ def run_benchmark(assets: str | Path, model: str | Path, report_dir: str | Path,
                   "random_weights": random_weights, "overall": overall, "per_asset": per_asset,
                   "failures": failures, "seconds": round(time.time() - t0, 1)}
         md = _markdown(report)
-        write_json(tmp / REPORT_JSON, report)
         write_text(tmp / REPORT_MD, md)
         contact_sheet(sheet, tmp / SHEET_PNG)
+        # written last, as the folder's manifest: the files in it that a rerun with --overwrite may replace
+        report["command"] = [BENCHMARK_PRODUCER, "benchmark"]
+        report["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() or p.is_symlink())
+        write_json(tmp / REPORT_JSON, report)
     return md + f"\nwrote {folder.path}/{{{REPORT_JSON},{REPORT_MD},{SHEET_PNG}}}\n"
 
 

@@ -11,9 +11,10 @@ output folder, no stray temp folder; a killed run's temp folder is swept by the 
 - a symbolic link, a file, or a name too long for the file system;
 - the current folder, the home folder, the file-system root, or any folder holding one of them;
 - any protected path (the input clip, the model folder, the mask folder) or a folder holding one;
-- a non-empty folder, unless ``overwrite``; and even then only a previous ss4d output: its
-  ``result.json`` was written by ``ss4d-generate`` and every file in it is one that result lists
-  (a file the user added there makes it refused, so nothing of theirs is ever deleted).
+- a non-empty folder, unless ``overwrite``; and even then only a previous ss4d output: its manifest
+  (``result.json`` by ``ss4d-generate``, or ``report.json`` by ``ss4d-eval benchmark``; :data:`MANIFESTS`)
+  says which program wrote it, and every file in it is one that manifest lists (a file the user added
+  there makes it refused, so nothing of theirs is ever deleted).
 
 It probes writability by really creating and removing a temp folder (which also works for root,
 where permission bits say nothing).
@@ -30,12 +31,18 @@ from trellis_ext.atomic import atomic_directory, sweep_stale_temps, temp_name
 
 from ..errors import InputError
 
-__all__ = ["check_output_dir", "OutputFolder", "foreign_files", "PRODUCER", "RESULT_JSON"]
+__all__ = ["check_output_dir", "OutputFolder", "foreign_files", "PRODUCER", "RESULT_JSON", "BENCHMARK_PRODUCER",
+           "BENCHMARK_REPORT"]
 
 PathLike = Union[str, os.PathLike]
 #: The program that writes output folders (``result.json``'s ``command[0]``).
 PRODUCER = "ss4d-generate"
 RESULT_JSON = "result.json"
+#: ``ss4d-eval benchmark``'s report folder: its ``report.json`` names the command and lists the folder's files.
+BENCHMARK_PRODUCER = "ss4d-eval"
+BENCHMARK_REPORT = "report.json"
+#: (manifest file, the ``command[0]`` it must name): what marks a folder as an ss4d output ``--overwrite`` may replace
+MANIFESTS = ((RESULT_JSON, PRODUCER), (BENCHMARK_REPORT, BENCHMARK_PRODUCER))
 #: File-name length limit when the file system does not say (Linux NAME_MAX).
 DEFAULT_NAME_MAX = 255
 #: Foreign files named in a refusal (the rest are counted).
@@ -61,13 +68,15 @@ def _contains(folder: str, path: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _listed_files(result: dict) -> Optional[set]:
-    """Relative paths an ss4d ``result.json`` says its folder holds (None: not an ss4d result)."""
+def _listed_files(result: dict, manifest: str, producer: str) -> Optional[set]:
+    """Relative paths an ss4d manifest (``result.json``, a benchmark's ``report.json``) says its folder holds
+    (None: not written by ``producer``). ``files``: a list of paths, or a dict of such lists."""
     command = result.get("command") if isinstance(result, dict) else None
-    if not (isinstance(command, list) and command and command[0] == PRODUCER):
+    if not (isinstance(command, list) and command and command[0] == producer):
         return None
-    listed = {RESULT_JSON}
-    for paths in (result.get("files") or {}).values():
+    listed = {manifest}
+    files = result.get("files") or {}
+    for paths in (files.values() if isinstance(files, dict) else [files]):
         listed.update(os.path.normpath(p) for p in paths if isinstance(p, str))
     for info in (result.get("renders") or {}).values():
         listed.update(os.path.normpath(info[k]) for k in ("file", "preview") if isinstance(info.get(k), str))
@@ -76,13 +85,17 @@ def _listed_files(result: dict) -> Optional[set]:
 
 def foreign_files(folder: PathLike) -> Optional[List[str]]:
     """Files (relative paths) in ``folder`` that a previous ss4d run did not write, sorted; ``None``
-    when the folder is not an ss4d output at all (no readable ``result.json`` by ``ss4d-generate``).
+    when the folder is not an ss4d output at all (no readable manifest of :data:`MANIFESTS`).
     Symbolic links always count as foreign."""
     folder = Path(folder)
-    try:
-        listed = _listed_files(json.loads((folder / RESULT_JSON).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
+    listed = None
+    for manifest, producer in MANIFESTS:
+        try:
+            listed = _listed_files(json.loads((folder / manifest).read_text(encoding="utf-8")), manifest, producer)
+        except (OSError, ValueError):
+            continue
+        if listed is not None:
+            break
     if listed is None:
         return None
     found = []
@@ -121,8 +134,9 @@ def _check_name_length(out: Path, base: Path) -> None:
 def _check_replaceable(out: Path) -> None:
     foreign = foreign_files(out)
     if foreign is None:
-        raise InputError(f"output folder {out} is not empty and is not an ss4d output (no {RESULT_JSON} written "
-                         f"by {PRODUCER}); it was left untouched", OVERWRITE_HINT)
+        manifests = " or ".join(f"{m} written by {p}" for m, p in MANIFESTS)
+        raise InputError(f"output folder {out} is not empty and is not an ss4d output (no {manifests}); "
+                         "it was left untouched", OVERWRITE_HINT)
     if foreign:
         more = f" and {len(foreign) - LISTED_FILES} more" if len(foreign) > LISTED_FILES else ""
         raise InputError(f"output folder {out} holds files ss4d did not write ({', '.join(foreign[:LISTED_FILES])}"

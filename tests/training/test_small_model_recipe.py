@@ -108,3 +108,27 @@ def test_structure_iou_scores_silhouettes():
     c = np.roll(a, 1, axis=0)                      # shifted in-plane: squares overlap 3/5 along z, lines 3/5 along y
     assert mod.silhouette_iou(a, c) == pytest.approx((1 + 3 / 5 + 3 / 5) / 3)
     assert mod.silhouette_iou(a, a) == 1.0
+
+
+def test_a_retrain_that_changes_only_weights_makes_the_evaluation_stale(tmp_path):
+    """The recipe keeps an evaluation report only while it is newer than the model's files. Seen before the fix: it
+    compared with pipeline.json alone, which a retrain of one stage leaves byte-identical (and so untouched), and the
+    new weights kept the old weights' report. The card and reports beside the model do not count."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("small_model", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = tmp_path / "model"
+    (model / "ckpts").mkdir(parents=True)
+    files = {"pipeline.json": 100, "ckpts/ss_flow.safetensors": 100, "README.md": 100}
+    report = tmp_path / "report.json"
+    for name, t in list(files.items()) + [("../report.json", 200)]:
+        (model / name).write_text("x")
+        os.utime(model / name, (t, t))
+    assert mod._newer(report, mod._newest_model_file(model))
+    os.utime(model / "README.md", (300, 300))                            # the card rewritten: report still valid
+    assert mod._newer(report, mod._newest_model_file(model))
+    os.utime(model / "ckpts" / "ss_flow.safetensors", (300, 300))         # new weights: the report is stale
+    assert not mod._newer(report, mod._newest_model_file(model))
