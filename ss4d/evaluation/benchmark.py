@@ -159,7 +159,7 @@ def run_benchmark(assets: str | Path, model: str | Path, report_dir: str | Path,
         contact_sheet(sheet, tmp / SHEET_PNG)
         # written last, as the folder's manifest: the files in it that a rerun with --overwrite may replace
         report["command"] = [BENCHMARK_PRODUCER, "benchmark"]
-        report["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() or p.is_symlink())
+        report["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         write_json(tmp / REPORT_JSON, report)
     return md + f"\nwrote {folder.path}/{{{REPORT_JSON},{REPORT_MD},{SHEET_PNG}}}\n"
 
