@@ -16,6 +16,16 @@ DATA_ROOT = REPO.parent / "shared" / "data"
 CONFIGS = REPO / "configs" / "train" / "small"
 
 
+def load_script(path: Path):
+    """A script of scripts/train as a module (they are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def listed(spec: dict) -> list:
     entries = [e for g in spec["groups"] for e in g["files"]] + spec["heldout"]
     return entries + [s for e in entries for s in e.get("siblings", [])]
@@ -94,11 +104,7 @@ def test_the_flows_condition_on_one_encoder_of_their_width():
 def test_structure_iou_scores_silhouettes():
     """scripts/train/structure_iou.py's score: mean IoU of the three axis projections (a one-voxel shift of a thin
     shell keeps most of its silhouette, where the raw voxel IoU drops to 0)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("structure_iou", SCRIPT.parent / "structure_iou.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(SCRIPT.parent / "structure_iou.py")
     a = np.zeros((8, 8, 8), bool)
     a[2:6, 2:6, 3] = True                          # a 4x4 plate, one voxel thick (normal along z)
     b = np.roll(a, 1, axis=2)                      # the same plate one voxel further along z
@@ -114,12 +120,9 @@ def test_a_retrain_that_changes_only_weights_makes_the_evaluation_stale(tmp_path
     """The recipe keeps an evaluation report only while it is newer than the model's files. Seen before the fix: it
     compared with pipeline.json alone, which a retrain of one stage leaves byte-identical (and so untouched), and the
     new weights kept the old weights' report. The card and reports beside the model do not count."""
-    import importlib.util
     import os
 
-    spec = importlib.util.spec_from_file_location("small_model", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(SCRIPT)
     model = tmp_path / "model"
     (model / "ckpts").mkdir(parents=True)
     files = {"pipeline.json": 100, "ckpts/ss_flow.safetensors": 100, "README.md": 100}
