@@ -57,6 +57,7 @@ EXPORT_STEPS = 25                # Euler steps per stage written into pipeline.j
 SS_CFG = 3.0
 DEMO_ARGS = ["--frames", "8", "--stride", "4", "--seed", "42", "--device", "cpu"]   # as scripts/demo.py runs it
 DEMO_SHEET_FRAMES = (0, 2, 4, 6)
+AFTER_INSTALL = ("demo", "eval ")   # timings.json steps that run after the install (not in the recipe's time)
 EVAL_ARGS = ["--time-mode", "stretch", "--frames", "8", "--views", "4", "--resolution", "128",
              "--device", "cpu", "--no-progress", "--overwrite"]
 
@@ -85,6 +86,11 @@ def _newest_model_file(folder: Path) -> Path:
     return max(files, key=lambda f: f.stat().st_mtime)
 
 
+def recipe_seconds(seconds: dict) -> float:
+    """Wall time of the recipe up to the install: every step of ``timings.json`` but those after it."""
+    return sum(v for k, v in seconds.items() if not k.startswith(AFTER_INSTALL))
+
+
 def log(msg: str) -> None:
     print(f"[small-model] {msg}", flush=True)
 
@@ -104,14 +110,17 @@ class Recipe:
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
     # ------------------------------------------------------------------ helpers
-    def run(self, name: str, cmd: list) -> None:
+    def run(self, name: str, cmd: list, resumes: bool = True) -> None:
+        """Run one step; its wall time goes to ``timings.json``: added to the earlier time of a step that resumes
+        (a dataset build or training run continues after an interruption), in place of it for one that starts over
+        (``resumes=False``: an export, the demo, an evaluation)."""
         log(f"{name}: $ {' '.join(str(c) for c in cmd)}")
         t0 = time.time()
         code = subprocess.call([str(c) for c in cmd], env=self.env, cwd=REPO)
         if code != 0:
             sys.exit(f"[small-model] {name} failed (exit {code}); rerun to resume")
-        self.timings.setdefault("seconds", {})[name] = round(self.timings.get("seconds", {}).get(name, 0)
-                                                              + time.time() - t0, 1)
+        earlier = self.timings.get("seconds", {}).get(name, 0) if resumes else 0
+        self.timings.setdefault("seconds", {})[name] = round(earlier + time.time() - t0, 1)
         self.out.mkdir(parents=True, exist_ok=True)
         self.timings_file.write_text(json.dumps(self.timings, indent=1))
 
@@ -165,7 +174,7 @@ class Recipe:
                "--ss-cfg", str(SS_CFG)]
         for r in runs:
             cmd += ["--run", self.runs / r]
-        self.run(f"export {name}", cmd + (["--models-only"] if models_only else []))
+        self.run(f"export {name}", cmd + (["--models-only"] if models_only else []), resumes=False)
         return out
 
     # ------------------------------------------------------------------ steps
@@ -231,7 +240,7 @@ class Recipe:
                 if not _newer(report / "report.json", _newest_model_file(folder)):   # resumable: reports newer than the model stay
                     self.run(f"eval {set_name} {model_name}",
                              [self.py, "-m", "ss4d.evaluation.cli", "benchmark", "--assets", assets, "--model", folder,
-                              "-o", report, "--animations", names, *EVAL_ARGS])
+                              "-o", report, "--animations", names, *EVAL_ARGS], resumes=False)
                 table.setdefault(set_name, {})[model_name] = json.loads((report / "report.json").read_text())["overall"]
         from trellis_ext.atomic import atomic_file
 
@@ -253,7 +262,8 @@ class Recipe:
 
         out = self.out / "demo"
         self.run("demo", [self.py, "-m", "ss4d.cli", REPO / "assets" / "dancing_robot_fg.mp4", "--model", self.dest,
-                          "-o", out, *DEMO_ARGS, "--render", "compare,grid", "--overwrite", "--no-progress"])
+                          "-o", out, *DEMO_ARGS, "--render", "compare,grid", "--overwrite", "--no-progress"],
+                 resumes=False)
         rows = []
         for kind in ("compare", "grid"):
             video = _read_video(out / "renders" / f"{kind}.mp4")
@@ -275,7 +285,7 @@ class Recipe:
         hw = training["hardware"]
         lines = [RESULTS_BEGIN, "", "### Training", "",
                  f"On {hw['cpus']} CPU cores ({hw['machine']}, Python {hw['python']}, OMP threads {hw['threads']}); "
-                 f"the whole recipe up to the install took {sum(training['seconds'].values()) / 60:.0f} minutes "
+                 f"the whole recipe up to the install took {recipe_seconds(training['seconds']) / 60:.0f} minutes "
                  "of wall time (`training.json`: every step).", "",
                  "| run | models | phases: frames × steps (batch) | wall time | train loss, first → last tenth "
                  "| held-out eval loss, start → end |", "|---|---|---|---|---|---|"]

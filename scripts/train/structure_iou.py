@@ -2,7 +2,7 @@
 """Where a structure stage loses shape: silhouette IoU of sampled structures against the dataset's voxels.
 
     python scripts/train/structure_iou.py DATA (--model FOLDER | --flow-run RUN --vae-run RUN|FOLDER)
-                                          [--clips N] [--cfg 3] [--steps 25] [--seed 42]
+                                          [--clips N] [--cfg 3] [--steps 25] [--seed 42] [--threshold 0]
 
 For ``N`` training clips (drawn with a fixed seed) and every held-out clip (``--val-clips``, default the small
 model's), each of the clip's first 8 frames is generated from the clip's conditioning video (the front camera,
@@ -10,6 +10,10 @@ as the trainers see it; ``--seed`` noise) and compared with the ground-truth vox
 (silhouettes; robust to the one-voxel shifts that make a raw IoU of thin surface shells meaningless), averaged.
 With ``--vae-run`` the SS VAE's reconstruction of the dataset latents is scored the same way: the ceiling any
 flow on those latents can reach. Prints one line per clip and the means; nothing is written.
+
+``--threshold`` moves the decoder's occupancy rule (the pipelines' is logit > 0) for both the samples and the
+reconstruction: with the voxel counts on each line it tells whether a stage loses shape by leaving voxels out
+(a lower threshold recovers them) or by putting them in the wrong place (it does not).
 
 * ``--model FOLDER``: a pipeline folder (its structure flow, decoder and condition encoder);
 * ``--flow-run RUN``: an ``ss4d-train`` structure-flow run (EMA weights of its last checkpoint, the condition
@@ -40,6 +44,7 @@ FRAMES = 8                       # frames scored per clip (the small model's cli
 SS_ENCODER = "ss_enc_conv3d"     # the SS latent set the trainers use (dataset.ss_encoder of the configs)
 SMALL_MODEL_VAL_CLIPS = ["QuaterniusRobot__12-Robot_Wave", "Fox__2-Run", "MorphStressTest__1-Pulse"]
 SIGMA_MIN = 1e-5
+OCCUPIED_LOGIT = 0.0             # the pipelines' rule: a voxel is occupied where the decoder's logit is above this
 
 
 def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,6 +88,8 @@ def main() -> int:
     ap.add_argument("--cfg", type=float, default=3.0, help="guidance strength (default 3, the small model's)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threshold", type=float, default=OCCUPIED_LOGIT,
+                    help=f"occupied where the decoder's logit > this (default {OCCUPIED_LOGIT:g}, the pipelines' rule)")
     args = ap.parse_args()
     if bool(args.model) == bool(args.flow_run) or (args.flow_run and not args.vae_run):
         ap.error("give --model FOLDER, or --flow-run RUN with --vae-run")
@@ -108,8 +115,8 @@ def main() -> int:
             out = sampler.sample(flow, torch.randn(latents.shape), cond, neg_cond=torch.zeros_like(cond),
                                  num_frames=FRAMES, steps=args.steps, cfg_strength=args.cfg,
                                  cfg_interval=CFG_INTERVAL, rescale_t=RESCALE_T, keep_trajectory=False)
-            generated = (decode_frames(decoder, out.samples[None])[0][:, 0] > 0).numpy()
-            recon = None if args.model else (decode_frames(decoder, latents[None])[0][:, 0] > 0).numpy()
+            generated = (decode_frames(decoder, out.samples[None])[0][:, 0] > args.threshold).numpy()
+            recon = None if args.model else (decode_frames(decoder, latents[None])[0][:, 0] > args.threshold).numpy()
         gen = float(np.mean([silhouette_iou(generated[t], truth[t]) for t in frames]))
         group = "held out" if clip in args.val_clips else "train"
         scores[group].append(gen)

@@ -135,3 +135,35 @@ def test_a_retrain_that_changes_only_weights_makes_the_evaluation_stale(tmp_path
     assert mod._newer(report, mod._newest_model_file(model))
     os.utime(model / "ckpts" / "ss_flow.safetensors", (300, 300))         # new weights: the report is stale
     assert not mod._newer(report, mod._newest_model_file(model))
+
+
+def _recipe(mod, out: Path):
+    import argparse
+
+    return mod.Recipe(argparse.Namespace(out=str(out), dest=str(out / "dest"), data_root=str(out), data_list=None,
+                                         scale=1.0))
+
+
+def test_a_redone_step_replaces_its_time_and_a_resumed_one_adds_to_it(tmp_path):
+    """timings.json: a training run or a dataset build resumes, so a rerun's time adds to the interrupted part's; an
+    export, the demo or an evaluation starts over, so its time replaces the earlier one. Seen before the fix: a stale
+    evaluation redone after a retrain (and every skipped rerun of one) added to the old time, so the card's figures
+    grew with each rerun of the recipe (an evaluation booked at 373 s that took 104 s)."""
+    mod = load_script(SCRIPT)
+    recipe = _recipe(mod, tmp_path)
+    recipe.timings = {"seconds": {"build features (shared)": 1000.0, "eval heldout_clips small": 1000.0}}
+    noop = [sys.executable, "-c", "import time; time.sleep(0.2)"]      # longer than the 0.1 s the times are rounded to
+    recipe.run("build features (shared)", noop)
+    recipe.run("eval heldout_clips small", noop, resumes=False)
+    seconds = json.loads((tmp_path / "timings.json").read_text())["seconds"]
+    assert seconds["build features (shared)"] > 1000.0
+    assert seconds["eval heldout_clips small"] < 1000.0
+
+
+def test_the_card_counts_the_recipe_up_to_the_install_only():
+    """"the whole recipe up to the install took N minutes": training, builds and exports, not the demo or the
+    evaluations that run after the install (training.json keeps their times too)."""
+    mod = load_script(SCRIPT)
+    seconds = {"build features (shared)": 60.0, "train ss_vae": 120.0, "export model": 30.0, "demo": 40.0,
+               "eval heldout_clips small": 100.0, "eval heldout_asset random": 10.0}
+    assert mod.recipe_seconds(seconds) == 210.0
