@@ -704,3 +704,20 @@ def test_default_threads():
         os.environ.pop("OMP_NUM_THREADS", None)
         if env is not None:
             os.environ["OMP_NUM_THREADS"] = env
+
+
+def test_busy_cores_are_those_busy_now_when_the_load_average_still_remembers_a_finished_job():
+    """The 1-minute load average lags: a minute after a job on both cores ended it still reads ~0.7, which rounds to
+    one busy core. Seen: `make demo` right after `make setup` / the test suite ran on 1 of 2 idle cores (71 s
+    instead of 58 s). The busy cores are now the smaller of the load average and the cores busy over a short sample
+    of the CPU counters (/proc/stat), so an idle machine gets its cores and a steady job still keeps its own."""
+    from ss4d.threads import busy_cores, sampled_busy_cores
+
+    # CPU counters (busy, total jiffies over all cores): 50 of 100 jiffies busy on a 2-core machine = 1 core
+    snapshots = iter([(100.0, 1000.0), (150.0, 1100.0)])
+    assert sampled_busy_cores(lambda: next(snapshots), lambda s: None, logical=2) == pytest.approx(1.0)
+    assert sampled_busy_cores(lambda: None, lambda s: None, logical=2) is None          # no /proc/stat
+    assert busy_cores(load=lambda: 1.9, now=lambda: 0.05) == pytest.approx(0.05)         # job just ended
+    assert busy_cores(load=lambda: 1.9, now=lambda: 1.8) == pytest.approx(1.8)           # job still running
+    assert busy_cores(load=lambda: 0.2, now=lambda: 1.0) == pytest.approx(0.2)           # a burst: the average
+    assert busy_cores(load=lambda: 1.9, now=lambda: None) == pytest.approx(1.9)          # no sample: the average
