@@ -27,9 +27,13 @@ def test_sigkill_mid_run_and_mid_save_then_resume_is_bit_identical(tiny_dataset,
     args = ["--config", cfg, "--data", tiny_dataset, "--no-progress"]
 
     ref = tmp_path / "ref"          # the uninterrupted reference, in this process
+    from ss4d.data.rasterize import cpu_threads
     from ss4d.training.config import TrainConfig
     from ss4d.training.loop import train
-    train(TrainConfig(raw), tiny_dataset, ref, progress=False)
+    # at the CLI runs' thread count (run_cli: OMP_NUM_THREADS=1): bit-identity holds for one thread count, and this
+    # process's count is whatever an earlier in-process test left (seen: 2 after a generation, a 1-ulp loss change)
+    with cpu_threads(1):
+        train(TrainConfig(raw), tiny_dataset, ref, progress=False)
 
     run = tmp_path / "run"
     killed = run_cli(args + ["--output", run], env={"SS4D_TRAIN_KILL_AT": "step:5"})
