@@ -160,6 +160,23 @@ def test_a_redone_step_replaces_its_time_and_a_resumed_one_adds_to_it(tmp_path):
     assert seconds["eval heldout_clips small"] < 1000.0
 
 
+def test_a_rerun_build_that_found_everything_done_keeps_the_time_of_the_work(tmp_path):
+    """A dataset build resumes, but a rerun of a finished one only checks its outputs (its summary lists no step
+    run): it keeps the earlier time. Seen before the fix: every rerun of the recipe added its check (3-5 s per
+    build call) to the data builds' times in training.json."""
+    mod = load_script(SCRIPT)
+    recipe = _recipe(mod, tmp_path)
+    recipe.data.mkdir(parents=True)
+    recipe.timings = {"seconds": {"build features (shared)": 1000.0, "build features (extra)": 500.0}}
+    for step, ran in (("build features (shared)", {}), ("build features (extra)", {"features": 3})):
+        recipe.timings["seconds"][step] += 4.0                     # what run() booked for the rerun
+        (recipe.data / mod.BUILD_SUMMARY).write_text(json.dumps({"steps_run": ran, "steps_skipped": {"mesh": 3}}))
+        recipe.keep_time_if_nothing_built(step, {"build features (shared)": 1000.0,
+                                                 "build features (extra)": 500.0}[step])
+    assert recipe.timings["seconds"] == {"build features (shared)": 1000.0, "build features (extra)": 504.0}
+    assert json.loads((tmp_path / "timings.json").read_text())["seconds"]["build features (shared)"] == 1000.0
+
+
 def test_the_card_counts_the_recipe_up_to_the_install_only():
     """"the whole recipe up to the install took N minutes": training, builds and exports, not the demo or the
     evaluations that run after the install (training.json keeps their times too)."""

@@ -144,3 +144,30 @@ def test_inflated_structure_flow_loss_at_one_frame_equals_trellis():
         loss3d = dense_flow_loss(model3d, x0, noise, t, cond)
         loss4d = dense_flow_loss(model4d, x0, noise, t, cond, num_frames=1)
     assert torch.allclose(loss3d, loss4d, rtol=1e-5, atol=1e-6), (loss3d, loss4d)
+
+
+def test_extending_the_last_phase_equals_training_that_long_from_the_start(tiny_dataset, tmp_path):  # noqa: F811
+    """A finished run given more steps in its last phase (``--allow-config-change``) continues where it stopped and
+    ends bit-identical to a run configured with those steps from the start: how a lab (and ``make small-model``)
+    lengthens a stage without paying for the steps already done."""
+    from ss4d.data.rasterize import cpu_threads
+    from ss4d.training.config import TrainConfig
+    from ss4d.training.loop import train
+
+    short = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 2, "batch_size": 2},
+                                           {"frames": 4, "steps": 3, "batch_size": 1}], checkpoint_every=3, eval_every=0)
+    longer = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 2, "batch_size": 2},
+                                            {"frames": 4, "steps": 6, "batch_size": 1}], checkpoint_every=3, eval_every=0)
+    with cpu_threads(1):
+        train(TrainConfig(longer), tiny_dataset, tmp_path / "ref", progress=False)
+        train(TrainConfig(short), tiny_dataset, tmp_path / "run", progress=False)
+        assert max(step_losses(tmp_path / "run")) == 5
+        train(TrainConfig(longer), tiny_dataset, tmp_path / "run", progress=False, allow_config_change=True)
+    starts = [r["step"] for r in read_log(tmp_path / "run") if "skipped_short_clips" in r]   # a line per (re)start
+    assert starts == [0, 2, 5]                                        # continued at step 5, not from scratch
+    assert step_losses(tmp_path / "run") == step_losses(tmp_path / "ref")
+    name_a, model_a, ema_a = _final_state(tmp_path / "ref")
+    name_b, model_b, ema_b = _final_state(tmp_path / "run")
+    assert name_a == name_b == "step_0000008"
+    for a, b in ((model_a, model_b), (ema_a, ema_b)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
