@@ -205,7 +205,8 @@ class Recipe:
             src = self.data_root / entry["file"]
             if not src.is_file():
                 sys.exit(f"[small-model] {src} not found: the recipe needs the listed asset files under "
-                         f"--data-root ({self.data_root}); see {self.dest / 'DATA.md'}")
+                         f"--data-root ({self.data_root}); scripts/data/collect_assets.py --clones DIR puts them "
+                         f"there from clones of their repositories (see {self.dest / 'DATA.md'})")
             digest = hashlib.sha256(src.read_bytes()).hexdigest()
             if digest != entry["sha256"]:
                 sys.exit(f"[small-model] {src}: SHA-256 {digest[:16]}… differs from the listed "

@@ -184,3 +184,56 @@ def test_the_card_counts_the_recipe_up_to_the_install_only():
     seconds = {"build features (shared)": 60.0, "train ss_vae": 120.0, "export model": 30.0, "demo": 40.0,
                "eval heldout_clips small": 100.0, "eval heldout_asset random": 10.0}
     assert mod.recipe_seconds(seconds) == 210.0
+
+
+def test_every_listed_file_names_its_source():
+    mod = load_script(REPO / "scripts" / "data" / "collect_assets.py")
+    spec = json.loads(DATA_LIST.read_text())
+    for entry in mod.listed_files(spec):
+        repo, commit, path = mod.parse_source(entry["source"])
+        assert len(commit) == 40 and path, entry["file"]
+
+
+def test_collect_assets_writes_missing_files_from_a_clone_and_never_replaces_other_bytes(tmp_path, capsys):
+    """scripts/data/collect_assets.py: a missing file is read from the clone at the listed commit and written after
+    its SHA-256 matched; a present file with other bytes stays as it is; a source that is not in the clone, or has
+    other bytes, is reported and nothing is written for it."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git not found")
+    mod = load_script(REPO / "scripts" / "data" / "collect_assets.py")
+    clone = tmp_path / "clones" / "own+rep"
+    clone.mkdir(parents=True)
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (clone / "a.bin").write_bytes(b"asset a")
+    (clone / "c.bin").write_bytes(b"asset c")
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (clone / "a.bin").write_bytes(b"changed after the commit")          # the commit's bytes count, not the tree's
+
+    def sha(b):
+        return hashlib.sha256(b).hexdigest()
+
+    def entry(file, content, path):
+        return {"file": file, "sha256": sha(content), "source": f"own/rep@{commit}:{path}"}
+
+    spec = {"groups": [{"name": "g", "files": [entry("x/a.bin", b"asset a", "a.bin"),
+                                               entry("c.bin", b"asset c", "c.bin"),
+                                               entry("wrong.bin", b"other bytes", "a.bin")]}],
+            "heldout": [entry("gone.bin", b"gone", "gone.bin")]}
+    (tmp_path / "data.json").write_text(json.dumps(spec))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "c.bin").write_bytes(b"a user's own file")
+    code = mod.main(["--clones", str(tmp_path / "clones"), "--data-list", str(tmp_path / "data.json"),
+                     "--data-root", str(root)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (root / "x" / "a.bin").read_bytes() == b"asset a"
+    assert (root / "c.bin").read_bytes() == b"a user's own file" and "c.bin is there with other bytes" in err
+    assert not (root / "wrong.bin").exists() and "wrong.bin: own/rep" in err and "other bytes" in err
+    assert not (root / "gone.bin").exists() and "gone.bin" in err
+    assert sorted(p.name for p in root.rglob("*")) == ["a.bin", "c.bin", "x"]   # no temporary file left behind
