@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,8 +83,12 @@ def collect(spec: dict, clones: Path, root: Path) -> list:
         if hashlib.sha256(got.stdout).hexdigest() != want:
             problems.append(f"{entry['file']}: {repo} @ {commit[:12]} : {path} has other bytes than the listed ones")
             continue
-        with atomic_file(dst, "wb") as f:
-            f.write(got.stdout)
+        try:
+            with atomic_file(dst, "wb") as f:         # a failed write leaves no partial file
+                f.write(got.stdout)
+        except OSError as e:
+            problems.append(f"{dst}: cannot write it ({e})")
+            continue
         print(f"written  {entry['file']}  <- {repo} @ {commit[:12]} : {path}")
     return problems
 
@@ -99,6 +104,9 @@ def main(argv=None) -> int:
         listed_files(spec)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: cannot read the asset list {args.data_list} ({e})", file=sys.stderr)
+        return 2
+    if shutil.which("git") is None:
+        print("error: git not found: the files are read from git clones", file=sys.stderr)
         return 2
     try:
         problems = collect(spec, Path(args.clones), Path(args.data_root))

@@ -27,8 +27,8 @@ def load_script(path: Path):
 
 
 def listed(spec: dict) -> list:
-    entries = [e for g in spec["groups"] for e in g["files"]] + spec["heldout"]
-    return entries + [s for e in entries for s in e.get("siblings", [])]
+    """Every file entry of an asset list (scripts/data/collect_assets.py's reading of it)."""
+    return load_script(REPO / "scripts" / "data" / "collect_assets.py").listed_files(spec)
 
 
 @pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"shared data not found at {DATA_ROOT}")
