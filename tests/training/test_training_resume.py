@@ -1,5 +1,6 @@
-"""Exact resume after SIGKILL (mid-run and mid-save), a 2-process gloo run keeps ranks equal, and the inflated
-structure flow's loss at T=1 equals TRELLIS's 3D model's."""
+"""Exact resume after SIGKILL (mid-run and mid-save), a lengthened last phase equal to training that long, a
+2-process gloo run keeps ranks equal, and the inflated structure flow's loss at T=1 equals TRELLIS's 3D model's."""
+import copy
 import os
 import shutil
 import subprocess
@@ -19,6 +20,17 @@ PHASES = [{"frames": 2, "steps": 4, "batch_size": 2}, {"frames": 4, "steps": 3, 
 def _final_state(run):
     ck = latest_complete(run / "checkpoints")
     return ck.name, load_file(str(ck / "model.safetensors")), load_file(str(ck / "ema.safetensors"))
+
+
+def _assert_same_final_state(ref, run, name: str) -> None:
+    """Both runs' newest checkpoints are ``name`` with bit-identical weights and EMA weights."""
+    name_a, model_a, ema_a = _final_state(ref)
+    name_b, model_b, ema_b = _final_state(run)
+    assert name_a == name_b == name
+    for a, b in ((model_a, model_b), (ema_a, ema_b)):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
 
 
 def test_sigkill_mid_run_and_mid_save_then_resume_is_bit_identical(tiny_dataset, tmp_path):  # noqa: F811
@@ -53,13 +65,7 @@ def test_sigkill_mid_run_and_mid_save_then_resume_is_bit_identical(tiny_dataset,
 
     assert step_losses(run) == step_losses(ref)                        # same per-step losses, bit for bit
     assert sorted(step_losses(ref)) == list(range(1, 8))
-    name_a, model_a, ema_a = _final_state(ref)
-    name_b, model_b, ema_b = _final_state(run)
-    assert name_a == name_b == "step_0000007"
-    for a, b in ((model_a, model_b), (ema_a, ema_b)):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert torch.equal(a[k], b[k]), k
+    _assert_same_final_state(ref, run, "step_0000007")
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step_0000006", "step_0000007"]  # keep 2
 
 
@@ -156,8 +162,8 @@ def test_extending_the_last_phase_equals_training_that_long_from_the_start(tiny_
 
     short = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 2, "batch_size": 2},
                                            {"frames": 4, "steps": 3, "batch_size": 1}], checkpoint_every=3, eval_every=0)
-    longer = tiny_config("ss_flow", phases=[{"frames": 2, "steps": 2, "batch_size": 2},
-                                            {"frames": 4, "steps": 6, "batch_size": 1}], checkpoint_every=3, eval_every=0)
+    longer = copy.deepcopy(short)
+    longer["progressive"][-1]["steps"] = 6
     with cpu_threads(1):
         train(TrainConfig(longer), tiny_dataset, tmp_path / "ref", progress=False)
         train(TrainConfig(short), tiny_dataset, tmp_path / "run", progress=False)
@@ -166,8 +172,4 @@ def test_extending_the_last_phase_equals_training_that_long_from_the_start(tiny_
     starts = [r["step"] for r in read_log(tmp_path / "run") if "skipped_short_clips" in r]   # a line per (re)start
     assert starts == [0, 2, 5]                                        # continued at step 5, not from scratch
     assert step_losses(tmp_path / "run") == step_losses(tmp_path / "ref")
-    name_a, model_a, ema_a = _final_state(tmp_path / "ref")
-    name_b, model_b, ema_b = _final_state(tmp_path / "run")
-    assert name_a == name_b == "step_0000008"
-    for a, b in ((model_a, model_b), (ema_a, ema_b)):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _assert_same_final_state(tmp_path / "ref", tmp_path / "run", "step_0000008")
