@@ -43,7 +43,7 @@ app: setup
 test: setup setup-blender-if-possible setup-browser-if-possible setup-gltf-validator-if-possible
 	$(VPY) -m pytest -q tests
 
-# Re-train the shipped small model checkpoints/ss4d-small from the asset files it lists (about 100 minutes on a
+# Re-train the shipped small model checkpoints/ss4d-small from the asset files it lists (about 90 minutes on a
 # 2-core CPU, plus 10 of evaluation; see checkpoints/ss4d-small/README.md). ARGS="--skip-eval" skips the evaluation.
 small-model: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(VPY) scripts/train/small_model.py $(ARGS)

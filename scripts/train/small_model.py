@@ -108,7 +108,9 @@ class Recipe:
         self.py = sys.executable
         self.timings_file = self.out / "timings.json"
         self.timings = json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        # the thread count changes floating-point sums, so every step runs on one pinned count (the Makefile's rule)
+        self.env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count()),
+                        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
     # ------------------------------------------------------------------ helpers
     def run(self, name: str, cmd: list, resumes: bool = True) -> None:
@@ -340,10 +342,13 @@ class Recipe:
             f.write(head + "\n".join(lines).rstrip() + "\n\n" + RESULTS_END + tail)
         log(f"updated the results in {card}")
 
+    def hardware(self) -> dict:
+        return {"machine": platform.machine(), "cpus": os.cpu_count(), "threads": self.env["OMP_NUM_THREADS"],
+                "python": platform.python_version()}
+
     def all(self, skip_eval: bool) -> None:
         spec = self.spec = self.check_assets()
-        self.timings["hardware"] = {"machine": platform.machine(), "cpus": os.cpu_count(),
-                                    "threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()}
+        self.timings["hardware"] = self.hardware()
         self.build("features")
         self.train("ss_vae")
         self.export("enc_ss", ["ss_vae"], models_only=True)

@@ -3,6 +3,10 @@
 its training objects. Off by default (``prob`` 0: the paper does not describe one); the small model's configs use
 it because its random condition encoder would otherwise mostly see colour.
 
+Only for stages whose target has no colour (the structure flows: occupancy). A SLat flow's target carries the
+object's colours, which a change of the conditioning frames alone leaves as they are; trained with it, the flow
+learns to ignore the input's colours, so ``TrainConfig`` refuses it there.
+
 Applied to the *preprocessed* conditioning frames (518² premultiplied RGB on black), before the masks: every
 change keeps black pixels black, so the background and the masks' holes stay black.
 

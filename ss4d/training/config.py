@@ -13,7 +13,7 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
   ``val_clips`` [[]] (clip ids held out for evaluation), ``max_voxels`` [0 = no limit].
 * ``conditioning``: ``encoder`` [``tiny-random``] (``ss4d.conditioning.resolve`` override: a DINOv2
   folder/checkpoint or ``tiny-random``), ``mask`` (:class:`MaskConfig`), ``color`` (:class:`ColorConfig`; off
-  by default).
+  by default; refused for ``slat_flow``, whose target carries the colours).
 * ``trainer``: ``lr`` [1e-4], ``weight_decay`` [0], ``betas``, ``mixed_precision`` [``bf16``|``fp16``|``no``],
   ``ema_rates`` [[0.9999]], ``grad_clip`` {max_norm 1, percentile 95, buffer 1000}, ``p_uncond`` [0.1],
   ``t_mean``/``t_std`` [1, 1], ``checkpoint_every`` [1000], ``keep_last`` [3], ``eval_every`` [0 = off],
@@ -45,6 +45,9 @@ STAGE_NAMES = ("ss_flow", "slat_vae", "slat_flow", "ss_vae")
 DEFAULT_MAX_FRAME = 36  # SS4D: the first 36 frames of each animation
 RESUME_SAFE_KEYS = ("checkpoint_every", "keep_last", "eval_every", "num_workers")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+#: stages whose target carries the object's colours: a colour change of the conditioning frames alone
+#: (``conditioning.color``) would teach them to ignore the input's colours
+COLOR_TARGET_STAGES = ("slat_flow",)
 
 TRAINER_DEFAULTS: Dict[str, Any] = {
     "seed": 0, "lr": 1e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "mixed_precision": "bf16",
@@ -102,6 +105,11 @@ class TrainConfig:
         if raw["trainer"]["mixed_precision"] not in MIXED_PRECISION:
             raise TrainingInputError(f"{source}: trainer.mixed_precision {raw['trainer']['mixed_precision']!r}",
                                      f"use one of {', '.join(MIXED_PRECISION)}")
+        if stage in COLOR_TARGET_STAGES and float((raw["conditioning"].get("color") or {}).get("prob", 0)) > 0:
+            raise TrainingInputError(
+                f"{source}: conditioning.color is on for the {stage} stage",
+                "its target carries the object's colours and the colour change leaves them as they are, so the model "
+                "would learn to ignore the input's colours; remove conditioning.color (it is for the structure flow)")
         if raw["dataset"]["cond_source"] not in ("renders", "cond"):
             raise TrainingInputError(f"{source}: dataset.cond_source {raw['dataset']['cond_source']!r}",
                                      "use 'renders' (a random view per clip) or 'cond' (the fixed front camera)")

@@ -42,3 +42,20 @@ def test_brightness_and_grey_ranges():
 def test_bad_configs_are_refused(bad):
     with pytest.raises(TrainingInputError):
         ColorConfig.from_dict(bad)
+
+
+COLOR_ON = {"prob": 0.5, "permute_prob": 0.5}
+
+
+def test_refused_where_the_target_carries_the_colours():
+    """The SLat flow's target (the SLat) holds the object's colours and the change leaves it as it is: trained with
+    it, a SLat flow learns to ignore the input's colours (the small model's SLat flows trained with it generated
+    orange-grey for every input). The structure flow's target (occupancy) has no colour: allowed there."""
+    from ss4d.training.config import TrainConfig
+
+    phases = [{"frames": 2, "steps": 1, "batch_size": 1}]
+    with pytest.raises(TrainingInputError, match="conditioning.color.*slat_flow"):
+        TrainConfig({"stage": "slat_flow", "conditioning": {"color": COLOR_ON}, "progressive": phases})
+    TrainConfig({"stage": "slat_flow", "conditioning": {"color": {"prob": 0.0}}, "progressive": phases})
+    assert TrainConfig({"stage": "ss_flow", "conditioning": {"color": COLOR_ON},
+                        "progressive": phases}).raw["conditioning"]["color"] == COLOR_ON

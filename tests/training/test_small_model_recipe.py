@@ -2,6 +2,7 @@
 configs are the paper's recipe in miniature (3D pretraining on single frames -> inflate -> progressive 4D)."""
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,18 @@ def test_a_redone_step_replaces_its_time_and_a_resumed_one_adds_to_it(tmp_path):
     seconds = json.loads((tmp_path / "timings.json").read_text())["seconds"]
     assert seconds["build features (shared)"] > 1000.0
     assert seconds["eval heldout_clips small"] < 1000.0
+
+
+def test_the_thread_count_is_pinned_and_recorded_however_the_recipe_is_started(tmp_path, monkeypatch):
+    """Floating-point sums depend on the thread count, so a bit-for-bit rerun needs the same one. ``make small-model``
+    pins OMP_NUM_THREADS to the core count; the script started directly did not, and recorded "OMP threads None"
+    (seen 2026-12-03). It now pins the same default for every step it starts and records what it pinned."""
+    mod = load_script(SCRIPT)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _recipe(mod, tmp_path).env["OMP_NUM_THREADS"] == str(os.cpu_count())
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = _recipe(mod, tmp_path)
+    assert recipe.env["OMP_NUM_THREADS"] == "1" and recipe.hardware()["threads"] == "1"
 
 
 def test_a_rerun_build_that_found_everything_done_keeps_the_time_of_the_work(tmp_path):
