@@ -45,8 +45,9 @@ test: setup setup-blender-if-possible setup-browser-if-possible setup-gltf-valid
 
 # Re-train the shipped small model checkpoints/ss4d-small from the asset files it lists (about 90 minutes on a
 # 2-core CPU, plus 10 of evaluation; see checkpoints/ss4d-small/README.md). ARGS="--skip-eval" skips the evaluation.
+# The script pins OMP_NUM_THREADS (the number of cores unless set) for every step.
 small-model: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(VPY) scripts/train/small_model.py $(ARGS)
+	$(VPY) scripts/train/small_model.py $(ARGS)
 
 test-fast: setup
 	$(VPY) -m pytest -q -m "not slow" tests

@@ -108,7 +108,7 @@ class Recipe:
         self.py = sys.executable
         self.timings_file = self.out / "timings.json"
         self.timings = json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
-        # the thread count changes floating-point sums, so every step runs on one pinned count (the Makefile's rule)
+        # the thread count changes floating-point sums, so every step runs on one pinned count: the given one, else the cores
         self.env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count()),
                         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
