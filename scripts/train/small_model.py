@@ -48,6 +48,7 @@ DEFAULT_OUT = REPO / "outputs" / "small_model"
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 DATA_LIST = "data.json"          # DEST/data.json: the asset files, their SHA-256 and roles
 FEATURES = "tiny-random"         # the condition/feature encoder (DINOv2 cannot be had here)
+STRUCTURE_FLOW_CONFIGS = ("ss_flow_3d", "ss_flow_4d")   # the configs that read the SS latents
 BUILD_ARGS = ["--frames", "8", "--time-mode", "stretch", "--views", "16",
               "--resolution", "128", "--renderer", "torch", "--feature-model", FEATURES,
               "--voxel-resolution", "32", "--seed", "0", "--no-progress"]
@@ -170,6 +171,13 @@ class Recipe:
                 "--animations", group.get("animations", "all"),
                 "--max-clips-per-asset", str(group.get("max_clips", 0)), *extra])
             self.keep_time_if_nothing_built(step, earlier)
+
+    def ss_latent_args(self) -> list:
+        """The SS latent build's flags: the trained SS encoder, and ``--ss-mirror`` when a structure-flow config
+        mirrors (``dataset.mirror``, which reads the SS latents of the mirrored voxels)."""
+        mirror = any(float((json.loads((CONFIGS / f"{name}.json").read_text())["dataset"].get("mirror") or {})
+                           .get("prob", 0)) > 0 for name in STRUCTURE_FLOW_CONFIGS)
+        return ["--ss-encoder", self.out / "enc_ss" / "ckpts" / "ss_enc_conv3d"] + (["--ss-mirror"] if mirror else [])
 
     def keep_time_if_nothing_built(self, step: str, earlier: float | None) -> None:
         """A rerun of a finished build only finds its outputs done (the builder's summary lists no step run): the
@@ -352,7 +360,7 @@ class Recipe:
         self.build("features")
         self.train("ss_vae")
         self.export("enc_ss", ["ss_vae"], models_only=True)
-        self.build("ss latents", "--ss-encoder", self.out / "enc_ss" / "ckpts" / "ss_enc_conv3d")
+        self.build("ss latents", *self.ss_latent_args())
         self.train("ss_flow_3d")
         self.train("ss_flow_4d", init=f"inflate:{self.runs / 'ss_flow_3d'}")
         self.train("slat_vae_3d")

@@ -9,7 +9,8 @@ current parameters is a finished item and is skipped, anything else is redone):
     render     clips/<id>/renders/<t>/          V views per frame: RGBA, depth, transforms.json
     cond       clips/<id>/cond/                 conditioning video (one fixed camera)
     features   clips/<id>/features/<name>/<t>.npz   DINOv2 features of the kept voxels
-    ss_latent  clips/<id>/ss_latents/<enc>/<t>.npz  SS encoder latents (needs --ss-encoder)
+    ss_latent  clips/<id>/ss_latents/<enc>/<t>.npz  SS encoder latents (needs --ss-encoder; with --ss-mirror
+                                                    also those of the mirrored voxels, <enc>__mirror_x)
     latent     clips/<id>/latents/<name>/<t>.npz    SLat latents (needs --slat-encoder)
 
 Sharding: asset ``i`` (sorted by path) belongs to rank ``i % world_size``. Every rank rewrites
@@ -46,7 +47,7 @@ from .layout import (CLIPS_DIR, FAILED_ASSETS_DIR, FORMAT_VERSION, FRAMES_COLUMN
                      METADATA_COLUMNS, METADATA_FILE, STATS_DIR, STATUS_OK, STEP_RECORD, TMP_MARK, ClipPaths,
                      asset_key, current_record, failed_asset_record, frame_file, iter_clip_records, latent_set_name,
                      load_feature_frame, load_slat_latent_frame, load_ss_latent_frame, make_clip_id,
-                     num_real_frames_of, sanitize, ss_stats_name)
+                     mirror_voxels, mirrored_ss_set, num_real_frames_of, sanitize, ss_stats_name)
 from .render import RenderSettings
 from .voxelize import DEFAULT_RESOLUTION
 
@@ -238,6 +239,7 @@ class BuildConfig:
     visibility_tolerance: float = DEFAULT_VISIBILITY_TOLERANCE
     feature_batch: int = DEFAULT_BATCH_SIZE
     ss_encoder: str | None = None
+    ss_mirror: bool = False     # also the SS latents of the mirrored voxels (layout.mirrored_ss_set)
     slat_encoder: str | None = None
     device: str = "auto"
     static_iou: float = DEFAULT_STATIC_IOU
@@ -785,21 +787,26 @@ class _ClipContext:
             return
         from .encode import encode_ss_latents, encoder_name
 
-        name = encoder_name(self.cfg.ss_encoder)
+        base = encoder_name(self.cfg.ss_encoder)
         feat = self.b.feature_name if "features" not in self.missing else None
         params = {"voxels": self.hashes.get("voxelize"), "encoder": self.b.digest(self.cfg.ss_encoder)}
         if feat:  # the SS stage learns exactly the voxels the SLat stage gets (those seen by a view)
             params.update(features=self.hashes.get("features"), feature_set=feat)
-        folder = self.paths.ss_latents(name)
-        if self._run("ss_latent", folder, params):
-            self._need("voxelize")
-            vox = self._ss_voxel_set(feat)
-            z = encode_ss_latents(self.b.ss_encoder(), vox, self.cfg.voxel_resolution)
-            with step_writer(folder, params) as tmp:
-                for t in range(len(z)):
-                    np.savez_compressed(tmp / frame_file(t), mean=z[t].astype(np.float32))
-        if "ss_latent" not in self.missing:
-            self.record.setdefault("ss_latents", {})[name] = {"voxel_set": f"features:{feat}" if feat else "all"}
+        res = self.cfg.voxel_resolution
+        sets = [(base, params, lambda v: v)]
+        if self.cfg.ss_mirror:  # the structure flows' mirror augmentation (ss4d.training.mirror)
+            sets.append((mirrored_ss_set(base), dict(params, mirror="x"), lambda v: mirror_voxels(v, res)))
+        for name, p, transform in sets:
+            folder = self.paths.ss_latents(name)
+            if self._run("ss_latent", folder, p):
+                self._need("voxelize")
+                vox = [transform(v) for v in self._ss_voxel_set(feat)]
+                z = encode_ss_latents(self.b.ss_encoder(), vox, res)
+                with step_writer(folder, p) as tmp:
+                    for t in range(len(z)):
+                        np.savez_compressed(tmp / frame_file(t), mean=z[t].astype(np.float32))
+            if "ss_latent" not in self.missing:
+                self.record.setdefault("ss_latents", {})[name] = {"voxel_set": f"features:{feat}" if feat else "all"}
 
     def step_latent(self) -> None:
         if not (self.cfg.slat_encoder and self.cfg.feature_model):
@@ -998,6 +1005,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--feature-batch", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"views per DINOv2 batch (default {DEFAULT_BATCH_SIZE})")
     g.add_argument("--ss-encoder", default=None, help="SS VAE encoder checkpoint stem (<path>.json/.safetensors)")
+    g.add_argument("--ss-mirror", action="store_true",
+                   help="also encode every frame's voxels mirrored across x = 0 (the set <enc>__mirror_x): what "
+                        "the structure flows' mirror augmentation (dataset.mirror) reads")
     g.add_argument("--slat-encoder", default=None, help="SLat (3D or 4D) encoder checkpoint stem")
     g.add_argument("--device", default="auto", help="torch device for features/encoders (auto: cuda if present)")
     g.add_argument("--threads", type=int, default=0,
@@ -1062,7 +1072,8 @@ def config_from_args(a: argparse.Namespace) -> BuildConfig:
                        voxel_resolution=a.voxel_resolution,
                        render=render, renderer=a.renderer, feature_model=a.feature_model,
                        aggregation=a.aggregation, visibility_tolerance=a.visibility_tolerance,
-                       feature_batch=a.feature_batch, ss_encoder=a.ss_encoder, slat_encoder=a.slat_encoder,
+                       feature_batch=a.feature_batch, ss_encoder=a.ss_encoder, ss_mirror=a.ss_mirror,
+                       slat_encoder=a.slat_encoder,
                        device=a.device, static_iou=a.static_iou, max_voxels=a.max_voxels,
                        skip_flagged=a.skip_flagged, feature_dtype=a.feature_dtype, steps=steps, rank=rank,
                        world_size=world, overwrite=a.overwrite, progress=not a.no_progress, threads=a.threads,

@@ -11,6 +11,7 @@ the trainers (``ss4d.training``) read through it. ``docs/data.md`` ("On-disk for
         mesh/  voxels/<t>.npz  renders/<t>/  cond/
         features/<set>/<t>.npz              indices [M,3] uint8, patchtokens [M,C] f16, num_views [M], resolution
         ss_latents/<encoder>/<t>.npz        mean [8,16,16,16] f32
+        ss_latents/<encoder>__mirror_x/     the same of the frame's voxels mirrored across x = 0 (``--ss-mirror``)
         latents/<set>__<encoder>/<t>.npz    coords [M,3] uint8, feats [M,8] f32
 
 Per-frame names are zero-padded to three digits (:func:`frame_file`, :func:`frame_dir_name`).
@@ -33,7 +34,7 @@ __all__ = [
     "current_record", "step_hash", "num_real_frames_of", "open_dataset", "SHARD_INDEX", "SHARD_PATTERN",
     "ShardMembers",
     "MESH_DIR", "VOXELS_DIR", "RENDERS_DIR", "COND_DIR", "FEATURES_DIR", "SS_LATENTS_DIR", "LATENTS_DIR",
-    "METADATA_COLUMNS", "FRAMES_COLUMNS", "LATENT_SET_SEPARATOR", "STATUS_OK",
+    "METADATA_COLUMNS", "FRAMES_COLUMNS", "LATENT_SET_SEPARATOR", "STATUS_OK", "mirrored_ss_set", "mirror_voxels",
     "frame_file", "frame_dir_name", "view_file", "latent_set_name", "ss_stats_name",
     "ClipPaths", "iter_clip_records", "read_metadata", "read_latent_stats",
     "load_feature_frame", "load_ss_latent_frame", "load_slat_latent_frame", "DatasetReader", "FolderDataset",
@@ -65,6 +66,8 @@ LATENTS_DIR = "latents"
 
 LATENT_SET_SEPARATOR = "__"  # latents/<feature set>__<encoder>/
 SS_STATS_PREFIX = "ss_"      # latent_stats/ss_<encoder>.json
+MIRROR_SUFFIX = "__mirror_x"  # ss_latents/<encoder>__mirror_x/: the SS latents of the mirrored voxels
+MIRROR_AXIS = 0               # the voxel index axis a mirror reverses (world x; the front camera lies in x = 0)
 STATUS_OK = "ok"
 
 METADATA_COLUMNS = ["clip_id", "sha256", "source", "animation", "animation_index", "clip_duration", "num_frames",
@@ -127,6 +130,22 @@ def view_file(v: int) -> str:
 def latent_set_name(feature_set: str, encoder: str) -> str:
     """Name of the SLat latent set encoded by ``encoder`` from feature set ``feature_set``."""
     return f"{feature_set}{LATENT_SET_SEPARATOR}{encoder}"
+
+
+def mirrored_ss_set(encoder: str) -> str:
+    """Name of the SS latent set holding ``encoder``'s latents of every frame's voxels mirrored across the
+    plane x = 0 (:func:`mirror_voxels`): the structure flows' mirror augmentation (``dataset.mirror``) reads it."""
+    return f"{encoder}{MIRROR_SUFFIX}"
+
+
+def mirror_voxels(indices: np.ndarray, resolution: int) -> np.ndarray:
+    """Voxel indices [N, 3] (x, y, z) of the object mirrored across the plane x = 0: x -> resolution - 1 - x
+    (the grid spans [-0.5, 0.5]³, so the mirror maps voxels onto voxels). A camera whose centre, viewing
+    direction and up vector lie in that plane (the front conditioning camera) sees the mirrored object as its
+    image of the original flipped left-right."""
+    out = np.array(indices, copy=True)
+    out[:, MIRROR_AXIS] = resolution - 1 - out[:, MIRROR_AXIS]
+    return out
 
 
 def ss_stats_name(encoder: str) -> str:

@@ -10,7 +10,8 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
 * ``dataset``: ``ss_encoder`` (SS latent set; ss_flow), ``feature_set`` (slat_vae), ``latent_set``
   (slat_flow), ``max_frame`` [36] (windows only inside the first N frames), ``strides`` [[1]],
   ``cond_source`` [``renders``: one random view shared by the clip's frames | ``cond``: the fixed camera],
-  ``val_clips`` [[]] (clip ids held out for evaluation), ``max_voxels`` [0 = no limit].
+  ``val_clips`` [[]] (clip ids held out for evaluation), ``max_voxels`` [0 = no limit], ``mirror`` [off]
+  (:class:`~ss4d.training.mirror.MirrorConfig`; ``ss_flow`` only).
 * ``conditioning``: ``encoder`` [``tiny-random``] (``ss4d.conditioning.resolve`` override: a DINOv2
   folder/checkpoint or ``tiny-random``), ``mask`` (:class:`MaskConfig`), ``color`` (:class:`ColorConfig`; off
   by default; refused for ``slat_flow``, whose target carries the colours).
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from .errors import TrainingInputError
+from .mirror import MirrorConfig
 
 __all__ = ["TrainConfig", "Phase", "STAGE_NAMES", "RESUME_SAFE_KEYS", "load_config", "DEFAULT_MAX_FRAME"]
 
@@ -48,6 +50,8 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 #: stages whose target carries the object's colours: a colour change of the conditioning frames alone
 #: (``conditioning.color``) would teach them to ignore the input's colours
 COLOR_TARGET_STAGES = ("slat_flow",)
+#: stages with mirrored targets on disk (``dataset.mirror``: SS latents of mirrored voxels, ``--ss-mirror``)
+MIRROR_STAGES = ("ss_flow",)
 
 TRAINER_DEFAULTS: Dict[str, Any] = {
     "seed": 0, "lr": 1e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "mixed_precision": "bf16",
@@ -110,6 +114,10 @@ class TrainConfig:
                 f"{source}: conditioning.color is on for the {stage} stage",
                 "its target carries the object's colours and the colour change leaves them as they are, so the model "
                 "would learn to ignore the input's colours; remove conditioning.color (it is for the structure flow)")
+        if stage not in MIRROR_STAGES and MirrorConfig.from_dict(raw["dataset"].get("mirror")).enabled:
+            raise TrainingInputError(
+                f"{source}: dataset.mirror is on for the {stage} stage",
+                "only the structure flow has mirrored targets (SS latents of mirrored voxels); remove dataset.mirror")
         if raw["dataset"]["cond_source"] not in ("renders", "cond"):
             raise TrainingInputError(f"{source}: dataset.cond_source {raw['dataset']['cond_source']!r}",
                                      "use 'renders' (a random view per clip) or 'cond' (the fixed front camera)")

@@ -10,12 +10,13 @@ parts, and the conditioning frames.
   ``numpy.random.default_rng(keyed_seed(seed, step, rank, slot))``: a pure function of the sample's key.
 * Conditioning frames: one random rendered view shared by the clip's frames (``cond_source: renders``)
   or the fixed-camera video (``cond``), preprocessed as at inference (:func:`ss4d.preprocess.preprocess_frames`),
-  then masked (:mod:`ss4d.training.masking`): float32 [T, 3, 518, 518] in [0, 1].
+  then masked (:mod:`ss4d.training.masking`): float32 [T, 3, 518, 518] in [0, 1]; a mirrored window's
+  (:mod:`ss4d.training.mirror`) are flipped left-right first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from ..preprocess import preprocess_frames
 from .errors import TrainingInputError
 from .color_augment import ColorConfig, apply_color, draw_color
 from .masking import MaskConfig, apply_masks, draw_masks
+from .mirror import mirror_images
 
 __all__ = ["ClipInfo", "ClipIndex", "Window", "sample_rng", "conditioning_frames", "DATA_SALT"]
 
@@ -42,22 +44,29 @@ class ClipInfo:
 
 @dataclass(frozen=True)
 class Window:
+    """``frames`` of clip ``clip_id``; ``mirrored``: of the clip's mirror image (:mod:`ss4d.training.mirror`)."""
     clip_id: str
     frames: List[int]
+    mirrored: bool = False
 
 
 def sample_rng(seed: int, step: int, rank: int, slot: int) -> np.random.Generator:
     return np.random.default_rng(keyed_seed(DATA_SALT, seed, step, rank, slot))
 
 
-def _has(record: dict, kind: str, name: Optional[str]) -> bool:
-    return name is None or bool((record.get(kind) or {}).get(name))
+def _names(name: Union[None, str, Sequence[str]]) -> Tuple[str, ...]:
+    return () if name is None else (name,) if isinstance(name, str) else tuple(name)
+
+
+def _has(record: dict, kind: str, name: Union[None, str, Sequence[str]]) -> bool:
+    return all((record.get(kind) or {}).get(n) for n in _names(name))
 
 
 class ClipIndex:
     """The clips of a dataset a stage can train on (see the module docstring).
 
-    ``requires``: ``{record kind: set name}`` that must be present (``ss_latents``, ``latents``, ``features``).
+    ``requires``: ``{record kind: set name or names}`` that must be present (``ss_latents``, ``latents``,
+    ``features``).
     ``exclude``: clip ids held out (validation)."""
 
     def __init__(self, reader: DatasetReader, requires: Dict[str, Optional[str]], max_frame: int,
@@ -69,7 +78,7 @@ class ClipIndex:
         if not self.strides or self.strides[0] < 1:
             raise TrainingInputError(f"bad dataset.strides {list(strides)}", "use positive integers, e.g. [1, 2]")
         ok = [r for r in records if r.get("status") == STATUS_OK and not r.get("flagged")]
-        missing = {k: v for k, v in requires.items() if v is not None and not any(_has(r, k, v) for r in ok)}
+        missing = {k: n for k, v in requires.items() for n in _names(v) if not any(_has(r, k, n) for r in ok)}
         if not ok:
             raise TrainingInputError(f"{source}: none of its {len(records)} clips is usable (status ok, not flagged)",
                                      "rebuild it or check metadata.csv")
@@ -106,7 +115,8 @@ class ClipIndex:
 
 
 def _hint(kind: str) -> str:
-    return {"ss_latents": "encode SS latents: ss4d-build-dataset ... --ss-encoder PATH (docs/data.md)",
+    return {"ss_latents": "encode SS latents: ss4d-build-dataset ... --ss-encoder PATH (with --ss-mirror for the "
+                          "mirrored set that dataset.mirror needs; docs/data.md)",
             "latents": "encode SLat latents with the run's encoder: ss4d-build-dataset ... --slat-encoder PATH",
             "features": "extract features: ss4d-build-dataset ... --feature-model PATH"}.get(kind, "see docs/data.md")
 
@@ -114,8 +124,8 @@ def _hint(kind: str) -> str:
 def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str, mask: MaskConfig,
                         rng: np.random.Generator, augment: bool = True,
                         color: Optional[ColorConfig] = None) -> torch.Tensor:
-    """The window's conditioning frames, preprocessed and (``augment``) colour-changed (``color``, one change per
-    clip) and masked: float32 [T, 3, 518, 518]."""
+    """The window's conditioning frames (flipped left-right for a mirrored window), preprocessed and (``augment``)
+    colour-changed (``color``, one change per clip) and masked: float32 [T, 3, 518, 518]."""
     if cond_source == "cond":
         video, _ = reader.load_cond(window.clip_id)
         rgba = [video[t] for t in window.frames]
@@ -127,6 +137,8 @@ def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str,
             if view is None:
                 view = int(rng.integers(len(views)))
             rgba.append(views[view])
+    if window.mirrored:
+        rgba = mirror_images(rgba)
     images, _ = preprocess_frames(rgba)
     x = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
     if augment:

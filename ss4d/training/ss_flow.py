@@ -1,6 +1,7 @@
 """``ss_flow``: the 4D structure flow (``SparseStructureFlow4DModel``), rectified flow on the frozen SS VAE's
 per-frame latents [T, 8, 16, 16, 16] (raw, as TRELLIS), conditioned per frame on the condition encoder's
-tokens of the conditioning frames. One t and one CFG-drop decision per clip."""
+tokens of the conditioning frames. One t and one CFG-drop decision per clip. With ``dataset.mirror`` a window may be
+of the clip's mirror image (:mod:`ss4d.training.mirror`): the set ``<ss_encoder>__mirror_x`` and flipped frames."""
 from __future__ import annotations
 
 from typing import Any, Dict, Sequence
@@ -10,6 +11,7 @@ import torch
 
 from trellis_ext.training.flow import apply_cfg_drop, cfg_drop_mask, dense_flow_loss, per_clip_t
 
+from ..data.layout import mirrored_ss_set
 from ..frames import fold_frames
 from .errors import TrainingInputError
 from .stage import Stage
@@ -30,11 +32,12 @@ class SSFlowStage(Stage):
         if not enc:
             raise TrainingInputError(f"{self.cfg.source}: dataset.ss_encoder is not set",
                                      "name the SS latent set (the SS encoder's checkpoint stem)")
-        return {"ss_latents": enc}
+        return {"ss_latents": (enc, mirrored_ss_set(enc)) if self.mirror.enabled else enc}
 
     def load(self, window, rng: np.random.Generator) -> Dict[str, Any]:
         enc = self.cfg.dataset["ss_encoder"]
-        z = np.stack([self.reader.load_ss_latent(window.clip_id, enc, t) for t in window.frames])
+        latent_set = mirrored_ss_set(enc) if window.mirrored else enc
+        z = np.stack([self.reader.load_ss_latent(window.clip_id, latent_set, t) for t in window.frames])
         return {"x_0": torch.from_numpy(z)}
 
     def collate(self, samples: Sequence[Dict[str, Any]]):

@@ -8,6 +8,7 @@ wraps the models in :class:`TrainModule` — the one ``nn.Module`` Accelerate pr
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..data.layout import DatasetReader
 from .config import TrainConfig
 from .data import ClipIndex, ClipInfo, conditioning_frames, sample_rng
 from .color_augment import ColorConfig
+from .mirror import MirrorConfig, draw_mirror
 from .masking import MaskConfig
 
 __all__ = ["Stage", "TrainModule", "StageDataset", "set_gradient_checkpointing", "Batch"]
@@ -50,6 +52,7 @@ class Stage:
         self.cfg, self.reader, self.source = cfg, reader, source
         self.mask = MaskConfig.from_dict(cfg.conditioning.get("mask"))
         self.color = ColorConfig.from_dict(cfg.conditioning.get("color"))
+        self.mirror = MirrorConfig.from_dict(cfg.dataset.get("mirror"))
         self.cond_encoder = None
         self.index = ClipIndex(reader, self.requires(), cfg.dataset["max_frame"], cfg.dataset["strides"],
                                source=source, exclude=cfg.dataset["val_clips"])
@@ -125,6 +128,8 @@ class StageDataset(torch.utils.data.Dataset):
         step, slot, item = key
         rng = sample_rng(self.seed, step, self.rank, slot)
         window = self.stage.index.window(self.clips[item], self.frames, rng)
+        if self.augment and draw_mirror(self.stage.mirror, rng):
+            window = replace(window, mirrored=True)
         sample = self.stage.load(window, rng)
         if self.stage.needs_cond:
             sample["cond_images"] = self.stage.cond_images(window, rng, self.augment)

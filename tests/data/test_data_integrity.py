@@ -216,6 +216,44 @@ def test_ss_latents_encode_the_voxels_the_slat_stage_sees(tmp_path, asset_copy):
     assert ds.clip_records()[0]["ss_latents"]["ss_enc_tiny"] == {"voxel_set": f"features:{FEATURE}"}
 
 
+def test_ss_mirror_encodes_the_mirrored_voxels_as_a_set_of_its_own(tmp_path, asset_copy):
+    """``--ss-mirror``: the set ``<enc>__mirror_x`` holds the encoder's latents of the same voxels mirrored across
+    x = 0 (x -> R - 1 - x); the plain set is the same as without it, and a rerun finds both done."""
+    from ss4d.data.encode import encode_ss_latents, load_encoder
+    from ss4d.data.layout import load_feature_frame, mirror_voxels, mirrored_ss_set
+
+    enc_path = tiny_encoders(tmp_path)["ss_encoder"]
+    (asset_copy / "AnimatedMorphCube.glb").unlink()
+    out = tmp_path / "ds"
+    cfg = dict(frames=2, views=2, ss_encoder=enc_path, ss_mirror=True)
+    assert not DatasetBuilder(small_config(out, **cfg)).run([str(asset_copy)]).failures
+    clip = out / "clips" / "RiggedFigure__0-animation_0"
+    kept = [load_feature_frame(clip / "features" / FEATURE / f"{t:03d}.npz")[0] for t in range(2)]
+    enc, ds = load_encoder(enc_path), FolderDataset(out)
+    plain, mirrored = encode_ss_latents(enc, kept, 64), encode_ss_latents(enc, [mirror_voxels(v, 64) for v in kept], 64)
+    name = mirrored_ss_set("ss_enc_tiny")
+    assert name == "ss_enc_tiny__mirror_x"
+    for t in range(2):
+        np.testing.assert_array_equal(ds.load_ss_latent(clip.name, "ss_enc_tiny", t), plain[t])
+        np.testing.assert_array_equal(ds.load_ss_latent(clip.name, name, t), mirrored[t])
+        assert not np.allclose(plain[t], mirrored[t])                       # the figure is not mirror-symmetric
+    assert ds.clip_records()[0]["ss_latents"] == {k: {"voxel_set": f"features:{FEATURE}"}
+                                                  for k in ("ss_enc_tiny", name)}
+    assert DatasetBuilder(small_config(out, **cfg)).run([str(asset_copy)]).steps_run == {}
+
+
+def test_mirror_voxels_maps_the_grid_onto_itself():
+    from ss4d.data.layout import mirror_voxels
+
+    idx = np.random.default_rng(0).integers(0, 32, (200, 3))
+    m = mirror_voxels(idx, 32)
+    np.testing.assert_array_equal(m[:, 1:], idx[:, 1:])
+    np.testing.assert_array_equal(m[:, 0], 31 - idx[:, 0])
+    np.testing.assert_array_equal(mirror_voxels(m, 32), idx)                  # an involution
+    centre = (idx[:, 0] + 0.5) / 32 - 0.5                                     # voxel centres mirror across x = 0
+    np.testing.assert_allclose((m[:, 0] + 0.5) / 32 - 0.5, -centre)
+
+
 # ------------------------------------------------------------------------------------ 5. processes
 FAKE_BLENDER = """#!/bin/sh
 # stand-in for the Blender Python: passes the bpy probe, then sleeps like a long render

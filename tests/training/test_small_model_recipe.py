@@ -250,3 +250,23 @@ def test_collect_assets_writes_missing_files_from_a_clone_and_never_replaces_oth
     assert not (root / "wrong.bin").exists() and "wrong.bin: own/rep" in err and "other bytes" in err
     assert not (root / "gone.bin").exists() and "gone.bin" in err
     assert sorted(p.name for p in root.rglob("*")) == ["a.bin", "c.bin", "x"]   # no temporary file left behind
+
+
+def test_the_ss_latent_build_writes_the_mirrored_set_exactly_when_a_structure_flow_reads_it(tmp_path, monkeypatch):
+    """A structure-flow config with ``dataset.mirror`` reads the SS latents of the mirrored voxels, which only
+    ``--ss-mirror`` writes; the recipe asks for them when (and only when) one of its configs mirrors."""
+    mod = load_script(SCRIPT)
+    readers = sorted(p.stem for p in CONFIGS.glob("*.json") if "ss_encoder" in json.loads(p.read_text())["dataset"])
+    assert readers == sorted(mod.STRUCTURE_FLOW_CONFIGS)                  # no config that reads SS latents is missed
+    shipped = any((json.loads((CONFIGS / f"{n}.json").read_text())["dataset"].get("mirror") or {}).get("prob", 0) > 0
+                  for n in readers)
+    assert ("--ss-mirror" in _recipe(mod, tmp_path).ss_latent_args()) == shipped
+    for mirrored in ((), ("ss_flow_4d",)):
+        folder = tmp_path / f"configs{len(mirrored)}"
+        folder.mkdir()
+        for n in readers:
+            raw = json.loads((CONFIGS / f"{n}.json").read_text())
+            raw["dataset"]["mirror"] = {"prob": 0.5 if n in mirrored else 0.0}
+            (folder / f"{n}.json").write_text(json.dumps(raw))
+        monkeypatch.setattr(mod, "CONFIGS", folder)
+        assert ("--ss-mirror" in _recipe(mod, tmp_path).ss_latent_args()) == bool(mirrored)

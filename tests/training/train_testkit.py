@@ -2,7 +2,7 @@
 
 ``tiny_dataset``: a small dataset built once per session with the data toolkit (three animated assets, the
 big morph cube flagged over the voxel budget so two clips are usable,
-6 frames, 3 views at 64², a 32³ voxel grid, torch renderer, tiny random DINOv2 features, SS latents and SLat latents from
+6 frames, 3 views at 64², a 32³ voxel grid, torch renderer, tiny random DINOv2 features, SS latents (also of the mirrored voxels) and SLat latents from
 tiny random encoders), so every training test reads real builder output through ``FolderDataset``.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def build_tiny_dataset(root: Path) -> Path:
     out = root / "dataset"
     with cpu_threads(1):
         s = DatasetBuilder(small_config(out, frames=FRAMES, views=VIEWS, resolution=RES,
-                                        ss_encoder=str(enc_dir / SS_ENCODER),
+                                        ss_encoder=str(enc_dir / SS_ENCODER), ss_mirror=True,
                                         slat_encoder=str(enc_dir / SLAT_ENCODER),
                                         max_voxels=MAX_VOXELS, voxel_resolution=VOXEL_RES)).run([str(assets)])
     assert not s.failures, s.failures
