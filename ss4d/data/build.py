@@ -796,11 +796,13 @@ class _ClipContext:
         sets = [(base, params, lambda v: v)]
         if self.cfg.ss_mirror:  # the structure flows' mirror augmentation (ss4d.training.mirror)
             sets.append((mirrored_ss_set(base), dict(params, mirror="x"), lambda v: mirror_voxels(v, res)))
+        voxels = None  # the frames' voxel set, read once for both sets
         for name, p, transform in sets:
             folder = self.paths.ss_latents(name)
             if self._run("ss_latent", folder, p):
                 self._need("voxelize")
-                vox = [transform(v) for v in self._ss_voxel_set(feat)]
+                voxels = self._ss_voxel_set(feat) if voxels is None else voxels
+                vox = [transform(v) for v in voxels]
                 z = encode_ss_latents(self.b.ss_encoder(), vox, res)
                 with step_writer(folder, p) as tmp:
                     for t in range(len(z)):
