@@ -445,7 +445,8 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (``scripts/gpu_bench.sh``'s passes are checked against it by the tests)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, nargs="+", default=[2, 4, 8], help="CPU tiny-pipeline clip lengths")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -467,6 +468,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if any(t < 2 or t % 2 for t in args.frames + args.gpu_frames + args.memory_frames):
         ap.error("frame counts must be even and >= 2")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     t0 = time.perf_counter()
     results = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
                "cpu_tiny": None if args.no_cpu else bench_cpu_tiny(args.frames, args.threads, args.cpu_steps),

@@ -109,6 +109,31 @@ def test_gpu_plan_covers_the_readme_table():
     assert len(bench.gpu_plan([8, 16, 32], ["bf16", "fp16"], [64, 128], accel=False)) == len(plan) - 2
 
 
+def test_gpu_bench_script_measures_short_clips_before_the_full_plan():
+    """scripts/gpu_bench.sh, the one prepared call of a lent GPU: its first pass is T = 8 (default, fast, memory in
+    default and low-VRAM mode; about 3 minutes on an H200), so that a call always yields figures; the second is
+    the full README plan under a time budget. Each pass's arguments parse as bench_pipeline.py reads them."""
+    import shlex
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = (REPO / "scripts" / "gpu_bench.sh").read_text().replace("\\\n", " ")
+    calls = [shlex.split(line.split("python3 scripts/bench_pipeline.py", 1)[1].split("2>&1")[0])
+             for line in text.splitlines() if line.startswith("python3 scripts/bench_pipeline.py")]
+    assert len(calls) == 2
+    plans = []
+    for argv in calls:
+        args = bench.parse_args([a.replace("$OUT_DIR", "out").replace("$BUDGET_S", "150") for a in argv])
+        assert args.no_cpu and args.no_thread_compare and args.json
+        plans.append(bench.gpu_plan(args.gpu_frames, args.gpu_dtypes, args.memory_frames, fast=not args.no_fast,
+                                    accel=not args.no_accel))
+    assert [(p[1], p[2], p[3], p[4], p[6]) for p in plans[0]] == [
+        ("bf16", 8, "default", False, ""), ("bf16", 8, "fast", False, ""),
+        ("bf16", 8, "one_step", False, ""), ("bf16", 8, "one_step", True, "")]
+    assert plans[1] == bench.gpu_plan([8, 16, 32], ["bf16", "fp16"], [64, 128])     # the README table's plan
+
+
 def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
     """The GPU-row code path (dtype switches, low-VRAM toggling, FLOP counts, budget) run on the CPU
     with the tiny pipeline, so a GPU session does not find its bugs."""
