@@ -33,11 +33,12 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT_DIR/gpu.txt" || true
+: > "$OUT_DIR/bench.log"                 # this run's log only; both passes append to it
 if [[ " $PASSES " == *" 1 "* ]]; then
-python3 scripts/bench_pipeline.py --no-cpu --no-thread-compare --gpu-frames 8 --gpu-dtypes bf16 \
-    --memory-frames --no-accel --json "$OUT_DIR/bench_t8.json" 2>&1 | tee -a "$OUT_DIR/bench.log"
+    python3 scripts/bench_pipeline.py --no-cpu --no-thread-compare --gpu-frames 8 --gpu-dtypes bf16 \
+        --memory-frames --no-accel --json "$OUT_DIR/bench_t8.json" 2>&1 | tee -a "$OUT_DIR/bench.log"
 fi
 if [[ " $PASSES " == *" 2 "* ]]; then
-python3 scripts/bench_pipeline.py --no-cpu --no-thread-compare --budget-s "$BUDGET_S" \
-    --json "$OUT_DIR/bench.json" 2>&1 | tee -a "$OUT_DIR/bench.log"
+    python3 scripts/bench_pipeline.py --no-cpu --no-thread-compare --budget-s "$BUDGET_S" \
+        --json "$OUT_DIR/bench.json" 2>&1 | tee -a "$OUT_DIR/bench.log"
 fi

@@ -65,10 +65,16 @@ def test_format_table():
     assert text.splitlines() == ["  A     B", "---  ----", "1.2     x", "  -  long"]
 
 
-def test_bench_pipeline_cpu_table_and_json(tmp_path, capsys):
+def load_bench_pipeline():
+    """scripts/bench_pipeline.py as a module (scripts are not a package)."""
     spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_pipeline_cpu_table_and_json(tmp_path, capsys):
+    bench = load_bench_pipeline()
     out = tmp_path / "bench.json"
     assert bench.main(["--frames", "2", "--cpu-steps", "1", "--no-thread-compare", "--memory-frames",
                        "--json", str(out)]) == 0
@@ -91,9 +97,7 @@ def test_bench_pipeline_cpu_table_and_json(tmp_path, capsys):
 def test_gpu_plan_covers_the_readme_table():
     """The GPU rows (not runnable here): every T for bf16 default+fast, fp16 at the largest T, and
     memory rows in default and low-VRAM mode at 32, 64 and 128 frames."""
-    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_pipeline()
     plan = bench.gpu_plan([8, 16, 32], ["bf16", "fp16"], [64, 128])
     assert [(p[1], p[2], p[3], p[4], p[6]) for p in plan] == [
         ("bf16", 32, "default", False, ""), ("bf16", 32, "fast", False, ""),           # the README's seconds
@@ -115,12 +119,10 @@ def test_gpu_bench_script_measures_short_clips_before_the_full_plan():
     the full README plan under a time budget. Each pass's arguments parse as bench_pipeline.py reads them."""
     import shlex
 
-    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_pipeline()
     text = (REPO / "scripts" / "gpu_bench.sh").read_text().replace("\\\n", " ")
     calls = [shlex.split(line.split("python3 scripts/bench_pipeline.py", 1)[1].split("2>&1")[0])
-             for line in text.splitlines() if line.startswith("python3 scripts/bench_pipeline.py")]
+             for line in map(str.strip, text.splitlines()) if line.startswith("python3 scripts/bench_pipeline.py")]
     assert len(calls) == 2
     plans = []
     for argv in calls:
@@ -141,9 +143,7 @@ def test_gpu_rows_code_runs_on_cpu_with_the_tiny_pipeline(tmp_path_factory):
     from ss4d.compile_flow import is_compiled
     from ss4d.tiny import write_tiny_video_to_4d
 
-    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_pipeline()
     pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(str(tmp_path_factory.getbasetemp() / "tiny_ss4d")))
     out = bench.bench_gpu_full([2], ["fp32", "bf16"], 1, [4], pipe=pipe, image_size=64, ceiling_size=64,
                                compile_backend="eager")
@@ -213,9 +213,7 @@ def test_fp8_row_compares_renders_with_the_bf16_row(tmp_path_factory, monkeypatc
     from ss4d import Pipeline
     from ss4d.tiny import write_tiny_video_to_4d
 
-    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_pipeline()
     pipe = Pipeline.from_pretrained(write_tiny_video_to_4d(str(tmp_path_factory.getbasetemp() / "tiny_fp8")))
     flows = {k: pipe.models[k] for k in ("sparse_structure_flow_model", "slat_flow_model")}
     monkeypatch.setattr("ss4d.fp8.fp8_missing", lambda device: [])
