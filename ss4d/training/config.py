@@ -19,7 +19,8 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
   ``ema_rates`` [[0.9999]], ``grad_clip`` {max_norm 1, percentile 95, buffer 1000}, ``p_uncond`` [0.1],
   ``t_mean``/``t_std`` [1, 1], ``checkpoint_every`` [1000], ``keep_last`` [3], ``eval_every`` [0 = off],
   ``num_workers`` [0], ``gradient_checkpointing`` [false], ``find_unused_parameters`` [false] (DDP; true only for
-  ``conv_type: "non"`` SLat flows), ``seed`` [0].
+  ``conv_type: "non"`` SLat flows), ``seed`` [0], ``lr_schedule`` [constant] (warm-up and decay,
+  :class:`~ss4d.training.lr_schedule.LRSchedule`).
 * ``progressive``: phases ``[{frames, steps, batch_size, micro_batches}]`` run in order; the phase of a
   step is a pure function of the step (:meth:`TrainConfig.phase_at`).
 * ``loss``: VAE weights (``l1, ssim, lpips, kl, volume, opacity``; TRELLIS's defaults), ``lpips_weights``
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from .errors import TrainingInputError
+from .lr_schedule import LRSchedule
 from .mirror import MirrorConfig
 
 __all__ = ["TrainConfig", "Phase", "STAGE_NAMES", "RESUME_SAFE_KEYS", "load_config", "DEFAULT_MAX_FRAME"]
@@ -118,6 +120,7 @@ class TrainConfig:
             raise TrainingInputError(
                 f"{source}: dataset.mirror is on for the {stage} stage",
                 "only the structure flow has mirrored targets (SS latents of mirrored voxels); remove dataset.mirror")
+        self.lr_schedule = LRSchedule.from_dict(raw["trainer"].get("lr_schedule"), source)
         if raw["dataset"]["cond_source"] not in ("renders", "cond"):
             raise TrainingInputError(f"{source}: dataset.cond_source {raw['dataset']['cond_source']!r}",
                                      "use 'renders' (a random view per clip) or 'cond' (the fixed front camera)")
@@ -177,6 +180,10 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return sum(p.steps for p in self.phases)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): ``trainer.lr`` times the schedule's factor."""
+        return float(self.trainer["lr"]) * self.lr_schedule.factor(step, self.total_steps)
 
     def phase_at(self, step: int) -> Tuple[int, Phase, int]:
         """(phase index, phase, first step of the phase) of optimizer step ``step`` (0-based). Steps past

@@ -8,8 +8,9 @@ One optimizer step at step s (0-based) of phase ``cfg.phase_at(s)``:
    a VAE's posterior sample) and the objective draws t / noise / CFG drops from a generator keyed the same
    way; ``backward(loss / n)``, gradients synchronised on the last micro-batch only (``no_sync``);
 3. the mean loss over ranks is checked (non-finite -> stop, naming the step and the last good checkpoint);
-4. the gradient is clipped at the adaptive threshold (``accelerator.clip_grad_norm_``), AdamW steps, the EMA
-   updates (not when the fp16 scaler skipped the step);
+4. the gradient is clipped at the adaptive threshold (``accelerator.clip_grad_norm_``), AdamW steps at the
+   schedule's rate for step s (``cfg.lr_at``, :mod:`ss4d.training.lr_schedule`), the EMA updates (not when the
+   fp16 scaler skipped the step);
 5. one JSON line goes to ``RUN/log.jsonl``; every ``checkpoint_every`` steps and at the end a checkpoint; every
    ``eval_every`` steps the fixed evaluation batch (``eval_*`` in the log) and a snapshot
    ``RUN/snapshots/step_N.png`` (the conditioning frames with their masks; for the VAE the renders over the
@@ -264,6 +265,8 @@ def train(cfg: TrainConfig, data: str | Path, output: str | Path, max_steps: Opt
                                                phase.batch_size, lambda s: cfg.base_position(s, world), rank, world),
                 collate_fn=MicroCollate(stage, phase.micro_batches), num_workers=int(cfg.trainer["num_workers"]))
             for micro in loader:
+                for group in optimizer.param_groups:   # a function of the step alone (exact resume)
+                    group["lr"] = cfg.lr_at(state.step)
                 record = _train_step(acc, module, optimizer, ema, clipper, unwrapped, micro, state.step, seed, rank,
                                      last_saved)
                 state.step += 1
