@@ -81,7 +81,7 @@ def score_clip(pipe, encoder, reader, clip: str, feature_set: str, seed: int, vi
     cond = pipe.encode_frames(images)
     torch.manual_seed(seed)
     noise = SparseTensor(torch.randn(len(coords), pipe.models["slat_flow_model"].in_channels), coords.int())
-    slat, _ = pipe.sample_slat(cond, torch.zeros_like(cond), noise, FRAMES, **pipe._sampler_params(pipe.slat_params))
+    slat, _ = pipe.sample_slat(cond, torch.zeros_like(cond), noise, FRAMES, **pipe.slat_params)
     out["flow on true voxels"] = view_iou(pipe.decode_slat(slat, FRAMES), reader, clip, frames, view_step)
     result = pipe.run(video, seed=seed, progress=False)
     out["pipeline"] = view_iou(result.gaussians, reader, clip, frames, view_step)
@@ -103,15 +103,22 @@ def main() -> int:
 
     import ss4d.models  # noqa: F401  (registers the 4D classes)
     from ss4d import Pipeline
+    from ss4d.errors import InputError
     from trellis_ext.models.checkpoint import from_pretrained
 
-    pipe = Pipeline.from_pretrained(args.model, device="cpu")
+    try:
+        reader = open_dataset(args.data)
+        pipe = Pipeline.from_pretrained(args.model, device="cpu")
+    except (InputError, OSError) as e:
+        ap.error(str(e))
     enc_path = Path(args.model) / SLAT_ENCODER
     encoder = from_pretrained(str(enc_path)).eval() if enc_path.with_suffix(".json").is_file() else None
     if encoder is None:
         print(f"no {SLAT_ENCODER} in {args.model}: the 'vae' column is skipped", flush=True)
-    reader = open_dataset(args.data)
     ok = [r["clip_id"] for r in reader.clip_records() if r.get("status") == "ok"]
+    if not any(c in ok for c in args.val_clips) and args.clips < 1:
+        ap.error(f"none of the held-out clips {args.val_clips} is in {args.data}; name some with --val-clips "
+                 "or draw training clips with --clips N")
     train = sorted(c for c in ok if c not in args.val_clips)
     rng = np.random.default_rng(0)
     clips = list(rng.choice(train, min(args.clips, len(train)), replace=False)) + [c for c in args.val_clips if c in ok]
