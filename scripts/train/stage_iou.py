@@ -21,6 +21,7 @@ Prints one line per clip and the means; nothing is written.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -38,8 +39,10 @@ from trellis_ext.renderers import render_gaussians  # noqa: E402
 from trellis_ext.sparse import SparseTensor  # noqa: E402
 
 FRAMES = 8                                          # frames scored per clip (the small model's clips have 8)
-FEATURE_SET = "dinov2_tiny_random_visible"          # the small model's SLat feature set (configs/train/small)
-SMALL_MODEL_VAL_CLIPS = ["QuaterniusRobot__12-Robot_Wave", "Fox__2-Run", "MorphStressTest__1-Pulse"]
+#: the small model's SLat VAE config: its feature set and held-out clips are the defaults
+SMALL_MODEL_DATASET = json.loads((REPO / "configs" / "train" / "small" / "slat_vae_3d.json").read_text())["dataset"]
+FEATURE_SET = SMALL_MODEL_DATASET["feature_set"]
+SMALL_MODEL_VAL_CLIPS = SMALL_MODEL_DATASET["val_clips"]
 SLAT_ENCODER = "ckpts/slat_enc_4d"                  # the trained 4D SLat encoder a pipeline folder may carry
 MODES = ("vae", "flow on true voxels", "pipeline")
 
@@ -83,7 +86,7 @@ def score_clip(pipe, encoder, reader, clip: str, feature_set: str, seed: int, vi
     noise = SparseTensor(torch.randn(len(coords), pipe.models["slat_flow_model"].in_channels), coords.int())
     slat, _ = pipe.sample_slat(cond, torch.zeros_like(cond), noise, FRAMES, **pipe.slat_params)
     out["flow on true voxels"] = view_iou(pipe.decode_slat(slat, FRAMES), reader, clip, frames, view_step)
-    result = pipe.run(video, seed=seed, progress=False)
+    result = pipe.run(images, seed=seed, progress=False, preprocess_image=False)   # the frames preprocessed above
     out["pipeline"] = view_iou(result.gaussians, reader, clip, frames, view_step)
     return out
 
@@ -98,8 +101,8 @@ def main() -> int:
     ap.add_argument("--view-step", type=int, default=2, help="score every K-th view of a frame (default 2)")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
-    if args.view_step < 1:
-        ap.error("--view-step must be >= 1")
+    if args.view_step < 1 or args.clips < 0:
+        ap.error("--view-step must be >= 1 and --clips >= 0")
 
     import ss4d.models  # noqa: F401  (registers the 4D classes)
     from ss4d import Pipeline
@@ -122,6 +125,11 @@ def main() -> int:
     train = sorted(c for c in ok if c not in args.val_clips)
     rng = np.random.default_rng(0)
     clips = list(rng.choice(train, min(args.clips, len(train)), replace=False)) + [c for c in args.val_clips if c in ok]
+    try:                                # checked before any work: the feature set is on disk
+        reader.load_features(clips[0], args.feature_set, 0)
+    except OSError:
+        ap.error(f"{args.data} has no feature set {args.feature_set!r} for {clips[0]}; name the set the SLat VAE was "
+                 "trained on with --feature-set (docs/data.md)")
     scores = {"train": {m: [] for m in MODES}, "held out": {m: [] for m in MODES}}
     for clip in clips:
         group = "held out" if clip in args.val_clips else "train"
