@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "train" / "small_model.py"
 DATA_LIST = REPO / "checkpoints" / "ss4d-small" / "data.json"
+WIDE_DATA_LIST = REPO / "checkpoints" / "ss4d-small" / "data_wide.json"   # a tried wider list (DATA.md, "More assets")
 DATA_ROOT = REPO.parent / "shared" / "data"
 CONFIGS = REPO / "configs" / "train" / "small"
 
@@ -33,8 +34,9 @@ def listed(spec: dict) -> list:
 
 
 @pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"shared data not found at {DATA_ROOT}")
-def test_the_listed_assets_are_present_with_their_bytes():
-    spec = json.loads(DATA_LIST.read_text())
+@pytest.mark.parametrize("data_list", [DATA_LIST, WIDE_DATA_LIST], ids=lambda p: p.name)
+def test_the_listed_assets_are_present_with_their_bytes(data_list):
+    spec = json.loads(data_list.read_text())
     objects = {e["file"] for g in spec["groups"] for e in g["files"]} | {e["file"] for e in spec["heldout"]}
     assert len(objects) >= 20
     missing = sorted(e["file"] for e in listed(spec) if not (DATA_ROOT / e["file"]).is_file())
@@ -45,6 +47,21 @@ def test_the_listed_assets_are_present_with_their_bytes():
         assert hashlib.sha256((DATA_ROOT / e["file"]).read_bytes()).hexdigest() == e["sha256"], e["file"]
     train = {Path(e["file"]).name for g in spec["groups"] for e in g["files"]}
     assert not train & {Path(e["file"]).name for e in spec["heldout"]}          # the held-out asset never trains
+
+
+def test_the_wide_list_adds_objects_and_keeps_the_held_out_material():
+    """data_wide.json is data.json plus more training objects: its scores compare with the installed model's."""
+    base, wide = (json.loads(p.read_text()) for p in (DATA_LIST, WIDE_DATA_LIST))
+    assert [g["name"] for g in wide["groups"]] == [g["name"] for g in base["groups"]]
+    added = []
+    for b, w in zip(base["groups"], wide["groups"]):
+        assert {k: v for k, v in w.items() if k != "files"} == {k: v for k, v in b.items() if k != "files"}
+        assert w["files"][:len(b["files"])] == b["files"]           # the same entries first: the same clip ids
+        added += w["files"][len(b["files"]):]
+    assert added and not any(e.get("heldout_clips") for e in added)
+    trained = {Path(e["file"]).stem for g in base["groups"] for e in g["files"]}
+    assert not {Path(e["file"]).stem for e in added} & trained      # new objects, not new copies
+    assert wide["heldout"] == base["heldout"]
 
 
 def test_other_bytes_stop_the_recipe_before_anything_is_written(tmp_path):
@@ -199,9 +216,10 @@ def test_the_card_counts_the_recipe_up_to_the_install_only():
     assert mod.recipe_seconds(seconds) == 210.0
 
 
-def test_every_listed_file_names_its_source():
+@pytest.mark.parametrize("data_list", [DATA_LIST, WIDE_DATA_LIST], ids=lambda p: p.name)
+def test_every_listed_file_names_its_source(data_list):
     mod = load_script(REPO / "scripts" / "data" / "collect_assets.py")
-    spec = json.loads(DATA_LIST.read_text())
+    spec = json.loads(data_list.read_text())
     for entry in mod.listed_files(spec):
         repo, commit, path = mod.parse_source(entry["source"])
         assert len(commit) == 40 and path, entry["file"]
