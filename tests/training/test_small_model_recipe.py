@@ -56,7 +56,7 @@ def test_the_wide_list_adds_objects_and_keeps_the_held_out_material():
     added = []
     for b, w in zip(base["groups"], wide["groups"]):
         assert {k: v for k, v in w.items() if k != "files"} == {k: v for k, v in b.items() if k != "files"}
-        assert w["files"][:len(b["files"])] == b["files"]           # the same entries first: the same clip ids
+        assert w["files"][:len(b["files"])] == b["files"]           # the installed list unchanged, the new objects after it
         added += w["files"][len(b["files"]):]
     assert added and not any(e.get("heldout_clips") for e in added)
     trained = {Path(e["file"]).stem for g in base["groups"] for e in g["files"]}
