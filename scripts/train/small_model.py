@@ -109,6 +109,7 @@ class Recipe:
         self.py = sys.executable
         self.timings_file = self.out / "timings.json"
         self.timings = json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
+        self.encoder_run: Path | None = None   # the run that trained the condition encoder, once it has
         # the thread count changes floating-point sums, so every step runs on one pinned count: the given one, else the cores
         self.env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count()),
                         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -129,8 +130,14 @@ class Recipe:
         self.timings_file.write_text(json.dumps(self.timings, indent=1))
 
     def config(self, name: str) -> Path:
-        """configs/train/small/<name>.json with every phase's steps scaled (OUT/configs/<name>.json)."""
+        """configs/train/small/<name>.json with every phase's steps scaled (OUT/configs/<name>.json); once a run
+        has trained the condition encoder (``conditioning.train_encoder``), every later flow conditions on it."""
+        from ss4d.training.cond_encoder import RUN_PREFIX
+        from ss4d.training.stages import STAGES
+
         cfg = json.loads((CONFIGS / f"{name}.json").read_text())
+        if self.encoder_run is not None and STAGES[cfg["stage"]].needs_cond:
+            cfg.setdefault("conditioning", {})["encoder"] = f"{RUN_PREFIX}{self.encoder_run}"
         for phase in cfg["progressive"]:
             phase["steps"] = max(1, round(phase["steps"] * self.scale))
         path = self.out / "configs" / f"{name}.json"
@@ -145,6 +152,10 @@ class Recipe:
             cmd += ["--init", init]
         self.run(f"train {name}", cmd)
         run = self.runs / name
+        from ss4d.training.cond_encoder import trains_encoder
+
+        if trains_encoder(json.loads((run / "config.json").read_text())["conditioning"]):
+            self.encoder_run = run      # the encoder every later flow conditions on (frozen)
         records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
         losses = [r for r in records if "loss" in r]
         batch = [p["batch_size"] for p in json.loads((run / "config.json").read_text())["progressive"]]

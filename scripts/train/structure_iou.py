@@ -17,7 +17,7 @@ reconstruction: with the voxel counts on each line it tells whether a stage lose
 
 * ``--model FOLDER``: a pipeline folder (its structure flow, decoder and condition encoder);
 * ``--flow-run RUN``: an ``ss4d-train`` structure-flow run (EMA weights of its last checkpoint, the condition
-  encoder of its config), decoded by ``--vae-run`` (an ``ss_vae`` run or a pipeline folder).
+  encoder of its config, or the one it trained), decoded by ``--vae-run`` (an ``ss_vae`` run or a pipeline folder).
 """
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from ss4d.conditioning.resolve import load_condition_encoder  # noqa: E402
 from ss4d.data.layout import open_dataset  # noqa: E402
 from ss4d.models.ss_vae_4d import decode_frames  # noqa: E402
+from ss4d.training.cond_encoder import encoder_source, load_encoder  # noqa: E402
 from ss4d.training.data import Window, conditioning_frames  # noqa: E402
 from ss4d.training.export import CFG_INTERVAL, RESCALE_T, load_run_models  # noqa: E402
 from ss4d.training.masking import MaskConfig  # noqa: E402
@@ -65,8 +65,8 @@ def load_stage(args):
         return (pipe.models["sparse_structure_flow_model"], pipe.models["sparse_structure_decoder"],
                 pipe.image_cond_model)
     _, models, _ = load_run_models(Path(args.flow_run))
-    encoder_name = json.loads((Path(args.flow_run) / "config.json").read_text())["conditioning"]["encoder"]
-    encoder, _ = load_condition_encoder(".", override=encoder_name)
+    conditioning = json.loads((Path(args.flow_run) / "config.json").read_text())["conditioning"]
+    encoder = load_encoder(encoder_source(Path(args.flow_run), conditioning))   # trained by the run, if it did
     if (Path(args.vae_run) / "pipeline.json").is_file():
         from ss4d import Pipeline
 

@@ -59,6 +59,12 @@ SMALL_SINCOS_NAME = "small-sincos"
 DINOV2_NAME = "dinov2_vitl14_reg"
 
 
+#: Parameters the conditioning tokens never use: the mask token (masked-image pretraining only) and the final
+#: LayerNorm (the tokens are ``x_prenorm``, taken before it). An encoder trained with a flow keeps them frozen
+#: (DDP refuses trainable parameters that get no gradient).
+UNUSED_BY_TOKENS = ("embeddings.mask_token", "layernorm.")
+
+
 class DINOv2Encoder(nn.Module):
     """Wraps a ``Dinov2WithRegistersModel``; inputs are RGB images in [0, 1].
 
@@ -100,18 +106,28 @@ class DINOv2Encoder(nn.Module):
                               antialias=shrink).clamp(0.0, 1.0)
         return ((x - self.mean) / self.std).to(self.dtype)
 
+    def forward(self, images: torch.Tensor, layer_norm: bool = True) -> torch.Tensor:
+        """:meth:`encode` with autograd: the tokens of an encoder trained with a flow (``ss4d-train``'s
+        ``conditioning.train_encoder``)."""
+        x = self.model(pixel_values=self.preprocess(images), output_hidden_states=True).hidden_states[-1].float()
+        return F.layer_norm(x, x.shape[-1:]) if layer_norm else x
+
     @torch.no_grad()
     def prenorm_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Raw ``x_prenorm``: [T, 1 + R + g*g, C] (float32)."""
-        out = self.model(pixel_values=self.preprocess(images), output_hidden_states=True)
-        return out.hidden_states[-1].float()
+        return self.forward(images, layer_norm=False)
+
+    def train_for_conditioning(self) -> "DINOv2Encoder":
+        """Train mode with every parameter the tokens use trainable (:data:`UNUSED_BY_TOKENS` stay frozen)."""
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not name.startswith(UNUSED_BY_TOKENS))
+        return self.train()
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, layer_norm: bool = True) -> torch.Tensor:
         """Conditioning tokens [T, 1 + R + 37*37, C] as the TRELLIS/SS4D pipelines use them:
         ``layer_norm(x_prenorm)`` without affine parameters (``layer_norm=False``: raw)."""
-        x = self.prenorm_tokens(images)
-        return F.layer_norm(x, x.shape[-1:]) if layer_norm else x
+        return self.forward(images, layer_norm)
 
     @torch.no_grad()
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:

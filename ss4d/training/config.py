@@ -13,8 +13,9 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
   ``val_clips`` [[]] (clip ids held out for evaluation), ``max_voxels`` [0 = no limit], ``mirror`` [off]
   (:class:`~ss4d.training.mirror.MirrorConfig`; ``ss_flow`` only).
 * ``conditioning``: ``encoder`` [``tiny-random``] (``ss4d.conditioning.resolve`` override: a DINOv2
-  folder/checkpoint or ``tiny-random``), ``mask`` (:class:`MaskConfig`), ``color`` (:class:`ColorConfig`; off
-  by default; refused for ``slat_flow``, whose target carries the colours).
+  folder/checkpoint or ``tiny-random``; or ``run:<dir>``, the encoder a run trained), ``train_encoder`` [false]
+  (train it with the flow, :mod:`ss4d.training.cond_encoder`), ``mask`` (:class:`MaskConfig`), ``color``
+  (:class:`ColorConfig`; off by default; refused for ``slat_flow``, whose target carries the colours).
 * ``trainer``: ``lr`` [1e-4], ``weight_decay`` [0], ``betas``, ``mixed_precision`` [``bf16``|``fp16``|``no``],
   ``ema_rates`` [[0.9999]], ``grad_clip`` {max_norm 1, percentile 95, buffer 1000}, ``p_uncond`` [0.1],
   ``t_mean``/``t_std`` [1, 1], ``checkpoint_every`` [1000], ``keep_last`` [3], ``eval_every`` [0 = off],

@@ -19,9 +19,11 @@ Models no run gives are copied from ``--base`` (a TRELLIS-image-large or SS4D fo
 decoder of the paper's recipe). The weights are each run's first EMA rate at its newest complete checkpoint.
 The samplers are the released settings (Euler with guidance interval [0.5, 1], ``rescale_t`` 3, CFG 7.5 for
 the structure and 3 for the latents; ``--steps`` per stage, ``--ss-cfg`` / ``--slat-cfg`` to change the
-strengths). The condition encoder is the runs' ``conditioning.encoder``: a random stand-in is saved into the folder; DINOv2 weights are not copied (the folder
-names ``dinov2_vitl14_reg``, found as ``ss4d-generate`` documents). ``--models-only`` writes just ``ckpts/``
-(e.g. the trained encoders before the SLat flow exists). Written atomically; exit 2 on bad input.
+strengths). The condition encoder is the runs' ``conditioning.encoder`` (one for all runs): a random stand-in or
+an encoder trained by a run (``conditioning.train_encoder``, :mod:`ss4d.training.cond_encoder`) is saved into the
+folder; DINOv2 weights are not copied (the folder names ``dinov2_vitl14_reg``, found as ``ss4d-generate``
+documents). ``--models-only`` writes just ``ckpts/`` (e.g. the trained encoders before the SLat flow exists).
+Written atomically; exit 2 on bad input.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from trellis_ext.models.checkpoint import build_model, from_pretrained, save_pre
 from trellis_ext.training.checkpoint import latest_complete
 
 from ..exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from .cond_encoder import RUN_PREFIX, encoder_source, load_encoder
 from .errors import TrainingInputError
 from .init import MODELS_FILE
 from .loop import CHECKPOINT_DIR, CONFIG_FILE, EMA_FILE, STAGE_FILE
@@ -85,12 +88,13 @@ def _sampler(cfg: float, steps: int) -> dict:
             "params": {**SAMPLER_DEFAULTS, "steps": steps, "cfg_strength": cfg}}
 
 
-def _cond_encoder(runs: List[Path]):
+def _cond_encoder(runs: List[Path]) -> Optional[str]:
+    """The one encoder that conditioned the runs (:func:`~ss4d.training.cond_encoder.encoder_source`), or None."""
     encoders = set()
     for run in runs:
         cfg = json.loads((run / CONFIG_FILE).read_text())
         if STAGES[cfg["stage"]].needs_cond:
-            encoders.add(cfg["conditioning"]["encoder"])
+            encoders.add(encoder_source(run, cfg["conditioning"]))
     if len(encoders) > 1:
         raise TrainingInputError(f"the runs were conditioned by different encoders ({', '.join(sorted(encoders))})",
                                  "export runs trained with the same conditioning.encoder")
@@ -142,12 +146,11 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
         if normalization is None:
             raise TrainingInputError("no slat_normalization: export needs the slat_flow run",
                                      "add --run of the slat_flow stage")
-        from ..conditioning.resolve import RANDOM_NAMES, load_condition_encoder
+        from ..conditioning.resolve import RANDOM_NAMES
 
         enc_name = _cond_encoder(runs)
-        encoder = None
-        if enc_name is not None:
-            encoder, _ = load_condition_encoder(".", override=enc_name)
+        encoder = load_encoder(enc_name) if enc_name is not None else None
+        trained = enc_name is not None and enc_name.startswith(RUN_PREFIX)
         config = {"name": PIPELINE_NAME, "args": {
             "models": {k: stems[k] for k in REQUIRED_MODELS},
             "sparse_structure_sampler": _sampler(ss_cfg, steps), "slat_sampler": _sampler(slat_cfg, steps),
@@ -159,7 +162,8 @@ def export_pipeline(runs: List[Path], output: Path, base: Optional[Path] = None,
         slat_sampler, slat_params = build_sampler(config["args"]["slat_sampler"], "export")
         pipe = Pipeline({k: models[k] for k in REQUIRED_MODELS}, ss_sampler, ss_params, slat_sampler, slat_params,
                         normalization, encoder if encoder is not None else nn.Identity(), config=config)
-        made_here = enc_name in RANDOM_NAMES      # a seeded stand-in: the folder must carry it (DINOv2 is not copied)
+        made_here = trained or enc_name in RANDOM_NAMES   # trained or seeded here: the folder must carry it
+                                                          # (DINOv2 is not copied)
         pipe.save_pretrained(tmp, include_image_cond_model=made_here)
         for stem, model in extras.items():
             save_pretrained(model, str(tmp / stem))

@@ -21,6 +21,8 @@ from ..data.layout import DatasetReader
 from .config import TrainConfig
 from .data import ClipIndex, ClipInfo, conditioning_frames, sample_rng
 from .color_augment import ColorConfig
+from .errors import TrainingInputError
+from .cond_encoder import COND_ENCODER_KEY, trains_encoder
 from .mirror import MirrorConfig, draw_mirror
 from .masking import MaskConfig
 
@@ -54,6 +56,9 @@ class Stage:
         self.color = ColorConfig.from_dict(cfg.conditioning.get("color"))
         self.mirror = MirrorConfig.from_dict(cfg.dataset.get("mirror"))
         self.cond_encoder = None
+        if trains_encoder(cfg.conditioning) and not self.needs_cond:
+            raise TrainingInputError(f"{cfg.source}: conditioning.train_encoder is on for the {self.name} stage, "
+                                     "which has no condition encoder", "remove it (it is for the flows)")
         self.index = ClipIndex(reader, self.requires(), cfg.dataset["max_frame"], cfg.dataset["strides"],
                                source=source, exclude=cfg.dataset["val_clips"])
 
@@ -74,12 +79,11 @@ class Stage:
 
     # ---------------------------------------------------------------- models
     def setup(self, device: torch.device) -> None:
-        """Load frozen helpers (the condition encoder) onto ``device``."""
+        """Load the condition encoder onto ``device`` (frozen, or trainable with ``conditioning.train_encoder``)."""
         if self.needs_cond and self.cond_encoder is None:
-            from ..conditioning.resolve import load_condition_encoder
+            from .cond_encoder import load_stage_encoder
 
-            self.cond_encoder, _ = load_condition_encoder(".", override=self.cfg.conditioning["encoder"], device=device)
-            self.cond_encoder.requires_grad_(False).eval()
+            self.cond_encoder = load_stage_encoder(self.cfg.conditioning, device)
         elif self.cond_encoder is not None:
             self.cond_encoder.to(device)
 
@@ -91,8 +95,15 @@ class Stage:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared helpers
+    @property
+    def trains_cond_encoder(self) -> bool:
+        """The condition encoder trains with the models (``conditioning.train_encoder``)."""
+        return self.needs_cond and trains_encoder(self.cfg.conditioning)
+
     def encode_cond(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """[B·T, 3, H, W] conditioning frames -> tokens [B·T, L, C] (frozen encoder, no grad)."""
+        """[B·T, 3, H, W] conditioning frames -> tokens [B·T, L, C]; with autograd where the encoder trains."""
+        if self.trains_cond_encoder and torch.is_grad_enabled():
+            return self.cond_encoder(images.to(device)).float()
         with torch.no_grad():
             return self.cond_encoder.encode(images.to(device)).float()
 
@@ -108,6 +119,8 @@ class TrainModule(nn.Module):
         super().__init__()
         self.models = nn.ModuleDict(models)
         self.stage = stage
+        if stage.trains_cond_encoder:      # registered after the models: the optimizer, EMA and checkpoints hold it
+            setattr(self, COND_ENCODER_KEY, stage.cond_encoder)
 
     def forward(self, batch: Batch, key: Sequence[int], train: bool = True):
         gen = keyed_generator(*key)

@@ -288,3 +288,17 @@ def test_the_ss_latent_build_writes_the_mirrored_set_exactly_when_a_structure_fl
             (folder / f"{n}.json").write_text(json.dumps(raw))
         monkeypatch.setattr(mod, "CONFIGS", folder)
         assert ("--ss-mirror" in _recipe(mod, tmp_path).ss_latent_args()) == bool(mirrored)
+
+
+def test_after_the_run_that_trained_the_encoder_every_flow_conditions_on_it(tmp_path):
+    """Once a run has trained the condition encoder, the recipe's later flow configs name it (``run:<dir>``), so the
+    exported folder's one encoder is the one every flow trained with; the VAE configs stay as written."""
+    mod = load_script(SCRIPT)
+    recipe = _recipe(mod, tmp_path)
+    written = json.loads((CONFIGS / "ss_flow_4d.json").read_text())["conditioning"]["encoder"]
+    assert json.loads(recipe.config("ss_flow_4d").read_text())["conditioning"]["encoder"] == written
+    recipe.encoder_run = tmp_path / "runs" / "ss_flow_3d"
+    for name in ("ss_flow_4d", "slat_flow_3d", "slat_flow_4d"):
+        assert json.loads(recipe.config(name).read_text())["conditioning"]["encoder"] == f"run:{recipe.encoder_run}"
+    for name in ("ss_vae", "slat_vae_3d"):
+        assert json.loads(recipe.config(name).read_text()) == json.loads((CONFIGS / f"{name}.json").read_text())
