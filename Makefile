@@ -43,7 +43,7 @@ app: setup
 test: setup setup-blender-if-possible setup-browser-if-possible setup-gltf-validator-if-possible
 	$(VPY) -m pytest -q tests
 
-# Re-train the shipped small model checkpoints/ss4d-small from the asset files it lists (about 90 minutes on a
+# Re-train the shipped small model checkpoints/ss4d-small from the asset files it lists (65-90 minutes on a
 # 2-core CPU, plus 10 of evaluation; see checkpoints/ss4d-small/README.md). ARGS="--skip-eval" skips the evaluation.
 # The script pins OMP_NUM_THREADS (the number of cores unless set) for every step.
 small-model: setup

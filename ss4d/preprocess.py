@@ -156,17 +156,19 @@ def crop_box(bbox: Tuple[int, int, int, int], scale: float = BBOX_SCALE) -> Tupl
     return int(cx - half), int(cy - half), int(cx + half), int(cy + half)
 
 
-def preprocess_frames(frames: Sequence[Frame], size: int = CONDITION_SIZE, scale: float = BBOX_SCALE):
+def preprocess_frames(frames: Sequence[Frame], size: int = CONDITION_SIZE, scale: float = BBOX_SCALE,
+                      bbox: Optional[Tuple[int, int, int, int]] = None):
     """RGBA frames -> list of ``size``² premultiplied RGB PIL images (SS4D's preprocessing).
 
-    Returns ``(images, crop_box)``."""
+    ``bbox``: the object's (x0, y0, x1, y1) to crop around (default: :func:`union_bbox` of these frames; the
+    trainers pass a whole clip's, see ``dataset.cond_crop``). Returns ``(images, crop_box)``."""
     from PIL import Image
 
     rgba = to_rgba_arrays(frames)
     if not rgba:
         raise InputError("no frames to preprocess")
     check_frame_size(rgba[0].shape[1], rgba[0].shape[0])
-    box = crop_box(union_bbox([f[..., 3] for f in rgba]), scale)
+    box = crop_box(bbox if bbox is not None else union_bbox([f[..., 3] for f in rgba]), scale)
     out = []
     for f in rgba:
         im = Image.fromarray(f, "RGBA").crop(box).resize((size, size), Image.Resampling.LANCZOS)

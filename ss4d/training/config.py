@@ -11,7 +11,8 @@ Fields (defaults in brackets; ``docs/training.md`` has the full table):
   (slat_flow), ``max_frame`` [36] (windows only inside the first N frames), ``strides`` [[1]],
   ``cond_source`` [``renders``: one random view shared by the clip's frames | ``cond``: the fixed camera],
   ``val_clips`` [[]] (clip ids held out for evaluation), ``max_voxels`` [0 = no limit], ``mirror`` [off]
-  (:class:`~ss4d.training.mirror.MirrorConfig`; ``ss_flow`` only).
+  (:class:`~ss4d.training.mirror.MirrorConfig`; ``ss_flow`` only), ``cond_crop`` [``window``: the crop around the
+  window's frames | ``clip``: around all the clip's frames; :mod:`ss4d.training.data`].
 * ``conditioning``: ``encoder`` [``tiny-random``] (``ss4d.conditioning.resolve`` override: a DINOv2
   folder/checkpoint or ``tiny-random``; or ``run:<dir>``, the encoder a run trained), ``train_encoder`` [false]
   (train it with the flow, :mod:`ss4d.training.cond_encoder`), ``mask`` (:class:`MaskConfig`), ``color``
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from .data import COND_CROPS
 from .errors import TrainingInputError
 from .lr_schedule import LRSchedule
 from .mirror import MirrorConfig
@@ -122,6 +124,10 @@ class TrainConfig:
                 f"{source}: dataset.mirror is on for the {stage} stage",
                 "only the structure flow has mirrored targets (SS latents of mirrored voxels); remove dataset.mirror")
         self.lr_schedule = LRSchedule.from_dict(raw["trainer"].get("lr_schedule"), source)
+        if raw["dataset"].get("cond_crop", COND_CROPS[0]) not in COND_CROPS:   # absent: the default (older hashes)
+            raise TrainingInputError(f"{source}: dataset.cond_crop {raw['dataset']['cond_crop']!r}",
+                                     "use 'window' (crop around the window's frames) or 'clip' (around all the "
+                                     "clip's frames)")
         if raw["dataset"]["cond_source"] not in ("renders", "cond"):
             raise TrainingInputError(f"{source}: dataset.cond_source {raw['dataset']['cond_source']!r}",
                                      "use 'renders' (a random view per clip) or 'cond' (the fixed front camera)")

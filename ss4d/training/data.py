@@ -12,6 +12,12 @@ parts, and the conditioning frames.
   or the fixed-camera video (``cond``), preprocessed as at inference (:func:`ss4d.preprocess.preprocess_frames`),
   then masked (:mod:`ss4d.training.masking`): float32 [T, 3, 518, 518] in [0, 1]; a mirrored window's
   (:mod:`ss4d.training.mirror`) are flipped left-right first.
+* Their crop (``dataset.cond_crop``): ``window`` [default] crops around the window's own frames, as inference
+  crops around the frames it is given; ``clip`` around all the clip's frames (the same view), the frames whose
+  union bounding box the clip's normalisation fills (:func:`ss4d.data.mesh.normalize_clip`). With ``clip`` a
+  frame's image is the same in every window and in a one-frame window (3D pretraining) equals its image when
+  the whole clip is the input, so the object's size in the image says its size in the grid; with ``window`` a
+  one-frame window is cropped to that frame's pose alone, which the clip-normalised target does not follow.
 """
 from __future__ import annotations
 
@@ -24,15 +30,16 @@ import torch
 from trellis_ext.training.flow import keyed_seed
 
 from ..data.layout import STATUS_OK, DatasetReader
-from ..preprocess import preprocess_frames
+from ..preprocess import preprocess_frames, union_bbox
 from .errors import TrainingInputError
 from .color_augment import ColorConfig, apply_color, draw_color
 from .masking import MaskConfig, apply_masks, draw_masks
 from .mirror import mirror_images
 
-__all__ = ["ClipInfo", "ClipIndex", "Window", "sample_rng", "conditioning_frames", "DATA_SALT"]
+__all__ = ["ClipInfo", "ClipIndex", "Window", "sample_rng", "conditioning_frames", "DATA_SALT", "COND_CROPS"]
 
 DATA_SALT = 0xDA7A  # keys the per-sample numpy generators apart from the model-side draws
+COND_CROPS = ("window", "clip")   # dataset.cond_crop: the frames whose union bounding box the crop is around
 
 
 @dataclass(frozen=True)
@@ -121,11 +128,34 @@ def _hint(kind: str) -> str:
             "features": "extract features: ss4d-build-dataset ... --feature-model PATH"}.get(kind, "see docs/data.md")
 
 
+def _clip_bbox(reader: DatasetReader, window: Window, cond_source: str, view: Optional[int], clip_frames: int,
+               cache: Optional[Dict[tuple, Tuple[int, int, int, int]]]) -> Tuple[int, int, int, int]:
+    """The union box (x0, y0, x1, y1) of the object over all the clip's frames of ``view`` (``cond``: the
+    conditioning video), of the mirrored frames for a mirrored window; kept in ``cache``."""
+    key = (window.clip_id, view, window.mirrored)
+    if cache is not None and key in cache:
+        return cache[key]
+    if cond_source == "cond":
+        frames = list(reader.load_cond(window.clip_id)[0])
+    elif clip_frames < 1:
+        raise ValueError("the clip crop of rendered views needs the clip's frame count (clip_frames)")
+    else:
+        frames = [reader.load_views(window.clip_id, t)[0][view] for t in range(clip_frames)]
+    bbox = union_bbox([a[..., 3] for a in (mirror_images(frames) if window.mirrored else frames)])
+    if cache is not None:
+        cache[key] = bbox
+    return bbox
+
+
 def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str, mask: MaskConfig,
                         rng: np.random.Generator, augment: bool = True,
-                        color: Optional[ColorConfig] = None) -> torch.Tensor:
+                        color: Optional[ColorConfig] = None, crop: str = "window", clip_frames: int = 0,
+                        bbox_cache: Optional[Dict[tuple, Tuple[int, int, int, int]]] = None) -> torch.Tensor:
     """The window's conditioning frames (flipped left-right for a mirrored window), preprocessed and (``augment``)
-    colour-changed (``color``, one change per clip) and masked: float32 [T, 3, 518, 518]."""
+    colour-changed (``color``, one change per clip) and masked: float32 [T, 3, 518, 518].
+
+    ``crop``: ``window`` (around these frames) or ``clip`` (around the clip's ``clip_frames`` frames of the same
+    view; the module docstring); ``bbox_cache`` keeps the clip boxes, keyed by (clip, view, mirrored)."""
     if cond_source == "cond":
         video, _ = reader.load_cond(window.clip_id)
         rgba = [video[t] for t in window.frames]
@@ -139,7 +169,10 @@ def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str,
             rgba.append(views[view])
     if window.mirrored:
         rgba = mirror_images(rgba)
-    images, _ = preprocess_frames(rgba)
+    if crop not in COND_CROPS:
+        raise TrainingInputError(f"dataset.cond_crop {crop!r}", f"use one of {', '.join(COND_CROPS)}")
+    bbox = _clip_bbox(reader, window, cond_source, view, clip_frames, bbox_cache) if crop == "clip" else None
+    images, _ = preprocess_frames(rgba, bbox=bbox)
     x = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
     if augment:
         if color is not None and color.prob > 0:     # drawn only when enabled: the mask draws stay as they were

@@ -19,7 +19,7 @@ from trellis_ext.training.flow import keyed_generator
 
 from ..data.layout import DatasetReader
 from .config import TrainConfig
-from .data import ClipIndex, ClipInfo, conditioning_frames, sample_rng
+from .data import COND_CROPS, ClipIndex, ClipInfo, conditioning_frames, sample_rng
 from .color_augment import ColorConfig
 from .errors import TrainingInputError
 from .cond_encoder import COND_ENCODER_KEY, trains_encoder
@@ -61,6 +61,8 @@ class Stage:
                                      "which has no condition encoder", "remove it (it is for the flows)")
         self.index = ClipIndex(reader, self.requires(), cfg.dataset["max_frame"], cfg.dataset["strides"],
                                source=source, exclude=cfg.dataset["val_clips"])
+        self._clip_infos = {c.clip_id: c for c in self.index.clips + self.index.held_out}
+        self._bbox_cache: Dict[tuple, tuple] = {}     # dataset.cond_crop "clip": (clip, view, mirrored) -> bbox
 
     # ---------------------------------------------------------------- data
     def requires(self) -> Dict[str, Optional[str]]:
@@ -108,8 +110,12 @@ class Stage:
             return self.cond_encoder.encode(images.to(device)).float()
 
     def cond_images(self, window, rng: np.random.Generator, augment: bool) -> torch.Tensor:
+        """The window's conditioning frames, cropped as ``dataset.cond_crop`` says (:mod:`ss4d.training.data`)."""
+        info = self._clip_infos.get(window.clip_id)
         return conditioning_frames(self.reader, window, self.cfg.dataset["cond_source"], self.mask, rng, augment,
-                                   self.color)
+                                   self.color, crop=self.cfg.dataset.get("cond_crop", COND_CROPS[0]),
+                                   clip_frames=int(info.record["num_frames"]) if info else 0,
+                                   bbox_cache=self._bbox_cache)
 
 
 class TrainModule(nn.Module):

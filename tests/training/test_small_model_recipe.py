@@ -119,6 +119,15 @@ def test_the_flows_condition_on_one_encoder_of_their_width():
         assert cfgs[name].raw["models"]["denoiser"]["args"]["cond_channels"] == width, name
 
 
+def test_every_flow_crops_its_conditioning_frames_around_the_whole_clip():
+    """3D pretraining draws one-frame windows: cropped around the window (the default) the object would fill every
+    image whatever its size in the clip-normalised grid; inference crops around the whole input clip."""
+    from ss4d.training.config import TrainConfig
+
+    for name in ("ss_flow_3d", "ss_flow_4d", "slat_flow_3d", "slat_flow_4d"):
+        assert TrainConfig(json.loads((CONFIGS / f"{name}.json").read_text())).dataset.get("cond_crop") == "clip", name
+
+
 def test_structure_iou_scores_silhouettes():
     """scripts/train/structure_iou.py's score: mean IoU of the three axis projections (a one-voxel shift of a thin
     shell keeps most of its silhouette, where the raw voxel IoU drops to 0)."""
