@@ -128,15 +128,16 @@ def _hint(kind: str) -> str:
             "features": "extract features: ss4d-build-dataset ... --feature-model PATH"}.get(kind, "see docs/data.md")
 
 
-def _clip_bbox(reader: DatasetReader, window: Window, cond_source: str, view: Optional[int], clip_frames: int,
-               cache: Optional[Dict[tuple, Tuple[int, int, int, int]]]) -> Tuple[int, int, int, int]:
-    """The union box (x0, y0, x1, y1) of the object over all the clip's frames of ``view`` (``cond``: the
-    conditioning video), of the mirrored frames for a mirrored window; kept in ``cache``."""
+def _clip_bbox(reader: DatasetReader, window: Window, video: Optional[np.ndarray], view: Optional[int],
+               clip_frames: int, cache: Optional[Dict[tuple, Tuple[int, int, int, int]]]) -> Tuple[int, int, int, int]:
+    """The union box (x0, y0, x1, y1) of the object over all the clip's frames: those of ``video`` (the
+    conditioning video, already loaded) or of rendered ``view``; of the mirrored frames for a mirrored window;
+    kept in ``cache``."""
     key = (window.clip_id, view, window.mirrored)
     if cache is not None and key in cache:
         return cache[key]
-    if cond_source == "cond":
-        frames = list(reader.load_cond(window.clip_id)[0])
+    if video is not None:
+        frames = list(video)
     elif clip_frames < 1:
         raise ValueError("the clip crop of rendered views needs the clip's frame count (clip_frames)")
     else:
@@ -161,7 +162,7 @@ def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str,
         rgba = [video[t] for t in window.frames]
         view = None
     else:
-        rgba, view = [], None
+        rgba, view, video = [], None, None
         for t in window.frames:
             views, _ = reader.load_views(window.clip_id, t)
             if view is None:
@@ -171,7 +172,7 @@ def conditioning_frames(reader: DatasetReader, window: Window, cond_source: str,
         rgba = mirror_images(rgba)
     if crop not in COND_CROPS:
         raise TrainingInputError(f"dataset.cond_crop {crop!r}", f"use one of {', '.join(COND_CROPS)}")
-    bbox = _clip_bbox(reader, window, cond_source, view, clip_frames, bbox_cache) if crop == "clip" else None
+    bbox = _clip_bbox(reader, window, video, view, clip_frames, bbox_cache) if crop == "clip" else None
     images, _ = preprocess_frames(rgba, bbox=bbox)
     x = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
     if augment:
