@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "train" / "small_model.py"
 DATA_LIST = REPO / "checkpoints" / "ss4d-small" / "data.json"
 WIDE_DATA_LIST = REPO / "checkpoints" / "ss4d-small" / "data_wide.json"   # a tried wider list (DATA.md, "More assets")
+HUMANOID_DATA_LIST = REPO / "checkpoints" / "ss4d-small" / "data_humanoids.json"   # another (DATA.md, "Humanoids and robots")
+TRIED_DATA_LISTS = [WIDE_DATA_LIST, HUMANOID_DATA_LIST]
 DATA_ROOT = REPO.parent / "shared" / "data"
 CONFIGS = REPO / "configs" / "train" / "small"
 
@@ -34,7 +36,7 @@ def listed(spec: dict) -> list:
 
 
 @pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=f"shared data not found at {DATA_ROOT}")
-@pytest.mark.parametrize("data_list", [DATA_LIST, WIDE_DATA_LIST], ids=lambda p: p.name)
+@pytest.mark.parametrize("data_list", [DATA_LIST, *TRIED_DATA_LISTS], ids=lambda p: p.name)
 def test_the_listed_assets_are_present_with_their_bytes(data_list):
     spec = json.loads(data_list.read_text())
     objects = {e["file"] for g in spec["groups"] for e in g["files"]} | {e["file"] for e in spec["heldout"]}
@@ -49,9 +51,10 @@ def test_the_listed_assets_are_present_with_their_bytes(data_list):
     assert not train & {Path(e["file"]).name for e in spec["heldout"]}          # the held-out asset never trains
 
 
-def test_the_wide_list_adds_objects_and_keeps_the_held_out_material():
-    """data_wide.json is data.json plus more training objects: its scores compare with the installed model's."""
-    base, wide = (json.loads(p.read_text()) for p in (DATA_LIST, WIDE_DATA_LIST))
+@pytest.mark.parametrize("tried", TRIED_DATA_LISTS, ids=lambda p: p.name)
+def test_a_tried_list_adds_objects_and_keeps_the_held_out_material(tried):
+    """A tried list is data.json plus more training objects: its scores compare with the installed model's."""
+    base, wide = (json.loads(p.read_text()) for p in (DATA_LIST, tried))
     assert [g["name"] for g in wide["groups"]] == [g["name"] for g in base["groups"]]
     added = []
     for b, w in zip(base["groups"], wide["groups"]):
@@ -225,7 +228,7 @@ def test_the_card_counts_the_recipe_up_to_the_install_only():
     assert mod.recipe_seconds(seconds) == 210.0
 
 
-@pytest.mark.parametrize("data_list", [DATA_LIST, WIDE_DATA_LIST], ids=lambda p: p.name)
+@pytest.mark.parametrize("data_list", [DATA_LIST, *TRIED_DATA_LISTS], ids=lambda p: p.name)
 def test_every_listed_file_names_its_source(data_list):
     mod = load_script(REPO / "scripts" / "data" / "collect_assets.py")
     spec = json.loads(data_list.read_text())
