@@ -54,17 +54,17 @@ def test_the_listed_assets_are_present_with_their_bytes(data_list):
 @pytest.mark.parametrize("tried", TRIED_DATA_LISTS, ids=lambda p: p.name)
 def test_a_tried_list_adds_objects_and_keeps_the_held_out_material(tried):
     """A tried list is data.json plus more training objects: its scores compare with the installed model's."""
-    base, wide = (json.loads(p.read_text()) for p in (DATA_LIST, tried))
-    assert [g["name"] for g in wide["groups"]] == [g["name"] for g in base["groups"]]
+    base, more = (json.loads(p.read_text()) for p in (DATA_LIST, tried))
+    assert [g["name"] for g in more["groups"]] == [g["name"] for g in base["groups"]]
     added = []
-    for b, w in zip(base["groups"], wide["groups"]):
-        assert {k: v for k, v in w.items() if k != "files"} == {k: v for k, v in b.items() if k != "files"}
-        assert w["files"][:len(b["files"])] == b["files"]           # the installed list unchanged, the new objects after it
-        added += w["files"][len(b["files"]):]
+    for b, m in zip(base["groups"], more["groups"]):
+        assert {k: v for k, v in m.items() if k != "files"} == {k: v for k, v in b.items() if k != "files"}
+        assert m["files"][:len(b["files"])] == b["files"]           # the installed list unchanged, the new objects after it
+        added += m["files"][len(b["files"]):]
     assert added and not any(e.get("heldout_clips") for e in added)
     trained = {Path(e["file"]).stem for g in base["groups"] for e in g["files"]}
     assert not {Path(e["file"]).stem for e in added} & trained      # new objects, not new copies
-    assert wide["heldout"] == base["heldout"]
+    assert more["heldout"] == base["heldout"]
 
 
 def test_other_bytes_stop_the_recipe_before_anything_is_written(tmp_path):
