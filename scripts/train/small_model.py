@@ -7,7 +7,10 @@
 
 1. **data**: the asset files listed in ``DEST/data.json`` (each checked against its SHA-256; nothing is
    fetched) are built into one dataset with ``ss4d-build-dataset``, a call per group of the list (its clip
-   selection), with the torch renderer and the tiny random DINOv2.
+   selection), with the torch renderer and the tiny random DINOv2. The list's ``procedural`` set (seeded
+   figures of ``ss4d.data.procedural``, written into ``OUT/procedural/``) joins the same dataset for the
+   structure stages only (its ``steps``: meshes, voxels, conditioning video, SS latents; no views, features
+   or SLat latents, so the SLat stages never see it).
 2. **3D pretraining**: the SS VAE, then TRELLIS's 3D classes (``ss4d.models.per_frame``) on single frames:
    structure flow, SLat VAE, SLat flow (on latents of the 3D encoder).
 3. **inflate + progressive 4D fine-tuning** (``--init inflate:RUN``): structure flow, SLat VAE, SLat flow (on
@@ -48,6 +51,7 @@ DEFAULT_OUT = REPO / "outputs" / "small_model"
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 DATA_LIST = "data.json"          # DEST/data.json: the asset files, their SHA-256 and roles
 FEATURES = "tiny-random"         # the condition/feature encoder (DINOv2 cannot be had here)
+PROCEDURAL_GENERATOR = "ss4d.data.procedural"   # the one generator of the list's "procedural" set
 STRUCTURE_FLOW_CONFIGS = ("ss_flow_3d", "ss_flow_4d")   # the configs that read the SS latents
 BUILD_ARGS = ["--frames", "8", "--time-mode", "stretch", "--views", "16",
               "--resolution", "128", "--renderer", "torch", "--feature-model", FEATURES,
@@ -171,17 +175,32 @@ class Recipe:
         self.timings_file.write_text(json.dumps(self.timings, indent=1))
         log(f"{name}: mean loss {first:.4f} (first tenth) -> {last:.4f} (last tenth)")
 
-    def build(self, name: str, *extra) -> None:
-        """ss4d-build-dataset over every group of the asset list (one dataset; each group its clip selection)."""
-        for group in self.spec["groups"]:
-            files = [self.data_root / e["file"] for e in group["files"]]
-            step = f"build {name} ({group['name']})"
+    def build(self, name: str, *extra, with_procedural: bool = True) -> None:
+        """ss4d-build-dataset over every group of the asset list (one dataset; each group its clip selection),
+        then over the procedural set with its ``steps`` (only ``with_procedural``: not for
+        the SLat latents, which it has no features for)."""
+        calls = [(group["name"], [self.data_root / e["file"] for e in group["files"]],
+                  ["--animations", group.get("animations", "all"),
+                   "--max-clips-per-asset", str(group.get("max_clips", 0))]) for group in self.spec["groups"]]
+        procedural = self.spec.get("procedural")
+        if procedural and with_procedural:
+            calls.append((procedural["name"], [self.procedural_folder()], ["--steps", ",".join(procedural["steps"])]))
+        for group, files, selection in calls:
+            step = f"build {name} ({group})"
             earlier = self.timings.get("seconds", {}).get(step)
-            self.run(step, [
-                self.py, "-m", "ss4d.data.build", *files, "-o", self.data, *BUILD_ARGS,
-                "--animations", group.get("animations", "all"),
-                "--max-clips-per-asset", str(group.get("max_clips", 0)), *extra])
+            self.run(step, [self.py, "-m", "ss4d.data.build", *files, "-o", self.data, *BUILD_ARGS, *selection,
+                            *extra])
             self.keep_time_if_nothing_built(step, earlier)
+
+    def procedural_folder(self) -> Path:
+        """OUT/procedural/<name>/: the list's procedural set written as GLB files (``write_figures`` leaves a file
+        with the same bytes alone, so a rerun leaves the built dataset's inputs as they were)."""
+        from ss4d.data.procedural import write_figures
+
+        spec = self.spec["procedural"]
+        folder = self.out / "procedural" / spec["name"]
+        write_figures(folder, int(spec["count"]), int(spec["seed"]), overwrite=True)    # OUT is the recipe's own
+        return folder
 
     def ss_latent_args(self) -> list:
         """The SS latent build's flags: the trained SS encoder, and ``--ss-mirror`` when a structure-flow config
@@ -222,6 +241,10 @@ class Recipe:
         except (OSError, ValueError, KeyError, TypeError) as e:
             sys.exit(f"[small-model] cannot read the asset list {self.data_list} ({e}); it needs \"groups\" "
                      f"[{{name, animations, max_clips, files}}] and \"heldout\" (see {DEFAULT_DEST / DATA_LIST})")
+        generator = (spec.get("procedural") or {}).get("generator", PROCEDURAL_GENERATOR)
+        if generator != PROCEDURAL_GENERATOR:
+            sys.exit(f"[small-model] {self.data_list}: unknown procedural generator {generator!r}; the recipe "
+                     f"writes the figures of {PROCEDURAL_GENERATOR}")
         for entry in entries + [s for e in entries for s in e.get("siblings", [])]:
             src = self.data_root / entry["file"]
             if not src.is_file():
@@ -376,11 +399,13 @@ class Recipe:
         self.train("ss_flow_4d", init=f"inflate:{self.runs / 'ss_flow_3d'}")
         self.train("slat_vae_3d")
         self.export("enc_slat_3d", ["slat_vae_3d"], models_only=True)
-        self.build("slat latents 3d", "--slat-encoder", self.out / "enc_slat_3d" / "ckpts" / "slat_enc_3d")
+        self.build("slat latents 3d", "--slat-encoder", self.out / "enc_slat_3d" / "ckpts" / "slat_enc_3d",
+                   with_procedural=False)
         self.train("slat_flow_3d")
         self.train("slat_vae_4d", init=f"inflate:{self.runs / 'slat_vae_3d'}")
         self.export("enc_slat_4d", ["slat_vae_4d"], models_only=True)
-        self.build("slat latents 4d", "--slat-encoder", self.out / "enc_slat_4d" / "ckpts" / "slat_enc_4d")
+        self.build("slat latents 4d", "--slat-encoder", self.out / "enc_slat_4d" / "ckpts" / "slat_enc_4d",
+                   with_procedural=False)
         self.train("slat_flow_4d", init=f"inflate:{self.runs / 'slat_flow_3d'}")
         model = self.export("model", ["ss_vae", "ss_flow_4d", "slat_vae_4d", "slat_flow_4d"])
         self.export("per_frame_3d", ["ss_vae", "ss_flow_3d", "slat_vae_3d", "slat_flow_3d"])

@@ -314,3 +314,61 @@ def test_after_the_run_that_trained_the_encoder_every_flow_conditions_on_it(tmp_
         assert json.loads(recipe.config(name).read_text())["conditioning"]["encoder"] == f"run:{recipe.encoder_run}"
     for name in ("ss_vae", "slat_vae_3d"):
         assert json.loads(recipe.config(name).read_text()) == json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+def test_the_procedural_set_is_built_for_the_structure_stages_only(tmp_path):
+    """The list's ``procedural`` figures join every build call with the list's ``steps`` (meshes, voxels,
+    conditioning video, SS latents), and the SLat latent builds leave them out (they have no features)."""
+    mod = load_script(SCRIPT)
+    spec = json.loads(DATA_LIST.read_text())
+    assert set(spec["procedural"]["steps"]) == {"mesh", "voxelize", "cond", "ss_latent"}
+    recipe = _recipe(mod, tmp_path)
+    recipe.spec = {"groups": [{"name": "shared", "files": [{"file": "a.glb"}]}],
+                   "procedural": dict(spec["procedural"], count=2)}
+    calls = []
+    recipe.run = lambda name, cmd, resumes=True: calls.append((name, [str(c) for c in cmd]))
+    recipe.build("features")
+    recipe.build("slat latents 3d", "--slat-encoder", "ENC", with_procedural=False)
+    names = [n for n, _ in calls]
+    assert names == ["build features (shared)", "build features (figures)", "build slat latents 3d (shared)"]
+    figures = calls[1][1]
+    assert figures[figures.index("--steps") + 1] == ",".join(spec["procedural"]["steps"])
+    folder = tmp_path / "procedural" / "figures"
+    assert str(folder) in figures and sorted(p.name for p in folder.iterdir()) == ["figure_0_0000.glb",
+                                                                                 "figure_0_0001.glb"]
+    assert "--steps" not in calls[0][1]                                  # the listed assets: every step
+    stamp = (folder / "figure_0_0000.glb").stat().st_mtime_ns
+    recipe.procedural_folder()                                           # a rerun rewrites nothing
+    assert (folder / "figure_0_0000.glb").stat().st_mtime_ns == stamp
+
+
+def test_a_figure_built_with_the_listed_steps_is_seen_by_the_structure_stages_only(tmp_path):
+    """A figure built with the list's steps (here without the SS latent, which needs a trained encoder) is an ok
+    clip with voxels and a conditioning video and no features: a stage that needs features or SLat latents skips
+    it."""
+    from ss4d.data.build import main as build
+    from ss4d.data.layout import open_dataset
+    from ss4d.data.procedural import random_figure, write_figure_glb
+    from ss4d.training.data import ClipIndex
+
+    write_figure_glb(random_figure(0, 0), tmp_path / "assets" / "figure.glb")
+    steps = [s for s in json.loads(DATA_LIST.read_text())["procedural"]["steps"] if s != "ss_latent"]
+    assert build([str(tmp_path / "assets"), "-o", str(tmp_path / "data"), "--frames", "2", "--resolution", "32",
+                  "--voxel-resolution", "16", "--renderer", "torch", "--no-progress", "--steps", ",".join(steps)]) == 0
+    reader = open_dataset(tmp_path / "data")
+    (record,) = reader.clip_records()
+    assert record["status"] == "ok" and not record.get("features") and record.get("cond_rendered")
+    assert len(list((tmp_path / "data" / "clips" / record["clip_id"] / "cond").glob("*.png"))) == 2
+    assert ClipIndex(reader, {}, 8, [1]).clips[0].clip_id == record["clip_id"]        # the SS VAE's view
+    with pytest.raises(Exception, match="no features set"):
+        ClipIndex(reader, {"features": "dinov2_tiny_random_visible"}, 8, [1])
+
+
+def test_an_unknown_procedural_generator_stops_the_recipe_with_one_line(tmp_path):
+    spec = json.loads(DATA_LIST.read_text())
+    spec["procedural"]["generator"] = "somewhere.else"
+    (tmp_path / "list.json").write_text(json.dumps(spec))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--dest", str(tmp_path / "d"),
+                          "--data-list", str(tmp_path / "list.json")], capture_output=True, text=True)
+    assert out.returncode != 0 and "unknown procedural generator 'somewhere.else'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
