@@ -241,10 +241,7 @@ class Recipe:
         except (OSError, ValueError, KeyError, TypeError) as e:
             sys.exit(f"[small-model] cannot read the asset list {self.data_list} ({e}); it needs \"groups\" "
                      f"[{{name, animations, max_clips, files}}] and \"heldout\" (see {DEFAULT_DEST / DATA_LIST})")
-        generator = (spec.get("procedural") or {}).get("generator", PROCEDURAL_GENERATOR)
-        if generator != PROCEDURAL_GENERATOR:
-            sys.exit(f"[small-model] {self.data_list}: unknown procedural generator {generator!r}; the recipe "
-                     f"writes the figures of {PROCEDURAL_GENERATOR}")
+        self.check_procedural(spec.get("procedural"))
         for entry in entries + [s for e in entries for s in e.get("siblings", [])]:
             src = self.data_root / entry["file"]
             if not src.is_file():
@@ -256,6 +253,25 @@ class Recipe:
                 sys.exit(f"[small-model] {src}: SHA-256 {digest[:16]}… differs from the listed "
                          f"{entry['sha256'][:16]}…; the recipe only reproduces the listed files")
         return spec
+
+    def check_procedural(self, spec: dict | None) -> None:
+        """The list's optional ``procedural`` set: {name, generator, seed, count, steps} (see ``DEST/data.json``)."""
+        from ss4d.data.build import STEPS
+
+        if spec is None:
+            return
+        where = f"[small-model] {self.data_list}: \"procedural\""
+        try:
+            name, seed, count, steps = spec["name"], spec["seed"], spec["count"], spec["steps"]
+        except (KeyError, TypeError):
+            sys.exit(f"{where} needs name, generator, seed, count and steps (see {DEFAULT_DEST / DATA_LIST})")
+        if spec.get("generator") != PROCEDURAL_GENERATOR:
+            sys.exit(f"{where}: unknown generator {spec.get('generator')!r}; the recipe writes the figures of "
+                     f"{PROCEDURAL_GENERATOR}")
+        if not (isinstance(name, str) and name and isinstance(seed, int) and isinstance(count, int) and count > 0
+                and isinstance(steps, list) and steps and set(steps) <= set(STEPS)):
+            sys.exit(f"{where}: name must be a word, seed an integer, count a positive integer and steps a list of "
+                     f"{', '.join(STEPS)}")
 
     def install(self, model: Path) -> None:
         """Copy the exported model's files into DEST (each atomically); DEST's other files stay."""

@@ -364,11 +364,19 @@ def test_a_figure_built_with_the_listed_steps_is_seen_by_the_structure_stages_on
         ClipIndex(reader, {"features": "dinov2_tiny_random_visible"}, 8, [1])
 
 
-def test_an_unknown_procedural_generator_stops_the_recipe_with_one_line(tmp_path):
+@pytest.mark.parametrize("change,message", [
+    ({"generator": "somewhere.else"}, "unknown generator 'somewhere.else'"),
+    ({"count": 0}, "count a positive integer"),
+    ({"steps": ["mesh", "paint"]}, "steps a list of"),
+    ({"name": None}, "name must be a word"),
+    ({"seed": None, "delete": "seed"}, "needs name, generator, seed, count and steps"),
+], ids=["generator", "count", "steps", "name", "missing"])
+def test_a_bad_procedural_set_stops_the_recipe_with_one_line(tmp_path, change, message):
     spec = json.loads(DATA_LIST.read_text())
-    spec["procedural"]["generator"] = "somewhere.else"
+    spec["procedural"].update({k: v for k, v in change.items() if k != "delete"})
+    spec["procedural"].pop(change.get("delete", ""), None)
     (tmp_path / "list.json").write_text(json.dumps(spec))
     out = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--dest", str(tmp_path / "d"),
                           "--data-list", str(tmp_path / "list.json")], capture_output=True, text=True)
-    assert out.returncode != 0 and "unknown procedural generator 'somewhere.else'" in out.stderr
+    assert out.returncode != 0 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
