@@ -327,7 +327,7 @@ def main(argv: List[str] | None = None) -> int:
         ap.error("--count must be at least 1")
     try:
         paths = write_figures(args.output, args.count, args.seed, args.overwrite)
-    except FileExistsError as e:
+    except OSError as e:           # a file with other bytes in the way, a folder that cannot be written
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{len(paths)} figures in {args.output}")

@@ -104,3 +104,11 @@ def test_write_figures_keeps_same_bytes_and_never_replaces_other_files(tmp_path)
     assert paths[1].read_bytes() == b"a user's file"
     assert main([str(tmp_path), "--count", "3", "--seed", "2", "--overwrite"]) == 0
     assert paths[1].read_bytes() == write_figure_glb(random_figure(2, 1), tmp_path / "again" / "f.glb").read_bytes()
+
+
+def test_the_cli_says_one_line_when_the_output_is_a_file(tmp_path, capsys):
+    from ss4d.data.procedural import main
+
+    (tmp_path / "taken").write_text("a user's file")
+    assert main([str(tmp_path / "taken"), "--count", "1"]) == 1
+    assert capsys.readouterr().err.startswith("error: ") and (tmp_path / "taken").read_text() == "a user's file"
