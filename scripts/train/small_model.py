@@ -113,6 +113,7 @@ class Recipe:
         self.py = sys.executable
         self.timings_file = self.out / "timings.json"
         self.timings = json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
+        self.procedural_written: set = set()   # procedural folders written by this run (procedural_folder)
         self.encoder_run: Path | None = None   # the run that trained the condition encoder, once it has
         # the thread count changes floating-point sums, so every step runs on one pinned count: the given one, else the cores
         self.env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count()),
@@ -199,7 +200,9 @@ class Recipe:
 
         spec = self.spec["procedural"]
         folder = self.out / "procedural" / spec["name"]
-        write_figures(folder, int(spec["count"]), int(spec["seed"]), overwrite=True)    # OUT is the recipe's own
+        if folder not in self.procedural_written:          # once per run of the recipe, not once per build call
+            write_figures(folder, int(spec["count"]), int(spec["seed"]), overwrite=True)   # OUT is the recipe's own
+            self.procedural_written.add(folder)
         return folder
 
     def ss_latent_args(self) -> list:

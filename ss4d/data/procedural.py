@@ -31,7 +31,7 @@ import numpy as np
 
 from trellis_ext.atomic import atomic_file
 
-__all__ = ["FigureSpec", "random_figure", "write_figure_glb", "write_figures", "GENERATOR"]
+__all__ = ["FigureSpec", "random_figure", "figure_glb_bytes", "write_figure_glb", "write_figures", "GENERATOR"]
 
 GENERATOR = "ss4d (ss4d.data.procedural)"
 #: Seeds of different figures never collide for indices below this.
@@ -229,8 +229,8 @@ def _box(size: Tuple[float, float, float], offset: Tuple[float, float, float]) -
             np.asarray(indices, np.uint16))
 
 
-def write_figure_glb(spec: FigureSpec, path: str | Path) -> Path:
-    """Write ``spec`` as a binary glTF 2.0 file at ``path`` (atomically); returns the path."""
+def figure_glb_bytes(spec: FigureSpec) -> bytes:
+    """``spec`` as the bytes of a binary glTF 2.0 file."""
     import pygltflib as g
 
     gltf = g.GLTF2(asset=g.Asset(version="2.0", generator=GENERATOR), scene=0)
@@ -279,10 +279,14 @@ def write_figure_glb(spec: FigureSpec, path: str | Path) -> Path:
     gltf.animations.append(g.Animation(name="Move", channels=channels, samplers=samplers))
     gltf.buffers.append(g.Buffer(byteLength=len(data)))
     gltf.set_binary_blob(bytes(data))
+    return b"".join(gltf.save_to_bytes())
+
+
+def write_figure_glb(spec: FigureSpec, path: str | Path) -> Path:
+    """Write ``spec`` as a binary glTF 2.0 file at ``path`` (atomically); returns the path."""
     path = Path(path)
     with atomic_file(path) as f:
-        for chunk in gltf.save_to_bytes():
-            f.write(chunk)
+        f.write(figure_glb_bytes(spec))
     return path
 
 
@@ -291,25 +295,20 @@ def write_figures(folder: str | Path, count: int, seed: int = 0, overwrite: bool
 
     A file already there with the same bytes is left alone; one with other bytes stops the call
     (:class:`FileExistsError`, nothing written) unless ``overwrite``."""
-    import tempfile
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths, fresh = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for index in range(count):
-            spec = random_figure(seed, index)
-            data = write_figure_glb(spec, Path(tmp) / f"{spec.name}.glb").read_bytes()
-            path = folder / f"{spec.name}.glb"
-            if path.exists() and path.read_bytes() != data and not overwrite:
-                raise FileExistsError(f"{path} exists with other bytes (pass overwrite to replace it)")
-            paths.append(path)
-            fresh[path] = data
+    fresh = {}
+    for index in range(count):
+        spec = random_figure(seed, index)
+        path, data = folder / f"{spec.name}.glb", figure_glb_bytes(spec)
+        if path.exists() and path.read_bytes() != data and not overwrite:
+            raise FileExistsError(f"{path} exists with other bytes (pass overwrite to replace it)")
+        fresh[path] = data
     for path, data in fresh.items():
         if not (path.is_file() and path.read_bytes() == data):
             with atomic_file(path) as f:
                 f.write(data)
-    return paths
+    return list(fresh)
 
 
 def main(argv: List[str] | None = None) -> int:

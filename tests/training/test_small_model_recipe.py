@@ -338,7 +338,9 @@ def test_the_procedural_set_is_built_for_the_structure_stages_only(tmp_path):
                                                                                  "figure_0_0001.glb"]
     assert "--steps" not in calls[0][1]                                  # the listed assets: every step
     stamp = (folder / "figure_0_0000.glb").stat().st_mtime_ns
-    recipe.procedural_folder()                                           # a rerun rewrites nothing
+    rerun = _recipe(mod, tmp_path)
+    rerun.spec = recipe.spec
+    rerun.procedural_folder()                                            # a rerun rewrites nothing
     assert (folder / "figure_0_0000.glb").stat().st_mtime_ns == stamp
 
 
